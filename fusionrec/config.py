@@ -1,0 +1,279 @@
+"""The one configuration object: defaults, then a TOML file, then the environment.
+
+Each setting is a dataclass field whose metadata names its environment variable and documents it;
+``reference()`` renders that documentation (``fusionrec config --reference``), so the docs cannot drift
+from the code.  Environment variables win over the file, the file over the defaults.
+
+    >>> cfg = load_config(env={"FUSIONREC_PLATFORMS": "shop,video", "FUSIONREC_TOP_K": "5"})
+    >>> cfg.platforms, cfg.worker.top_k
+    (('shop', 'video'), 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fusionrec.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "KafkaConfig",
+    "WorkerConfig",
+    "ModelConfig",
+    "LimitsConfig",
+    "load_config",
+    "reference",
+]
+
+
+def setting(default: Any, env: str, doc: str, **kw: Any) -> Any:
+    """A documented field bound to an environment variable."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"env": env, "doc": doc})
+    return field(default=default, metadata={"env": env, "doc": doc}, **kw)
+
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 0.5,
+    "click": 1.0,
+    "like": 2.0,
+    "purchase": 3.0,
+    "review": 3.0,
+    "rating": 1.0,  # multiplied by (stars - 2.5) / 2.5 so a 1-star rating pushes away
+}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = setting(
+        "127.0.0.1:9092", "FUSIONREC_KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port,...)."
+    )
+    security_protocol: str = setting(
+        "PLAINTEXT", "FUSIONREC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: str = setting("", "FUSIONREC_KAFKA_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    sasl_username: str = setting("", "FUSIONREC_KAFKA_SASL_USERNAME", "SASL user name.")
+    sasl_password: str = setting("", "FUSIONREC_KAFKA_SASL_PASSWORD", "SASL password.", repr=False)
+    ssl_cafile: str = setting("", "FUSIONREC_KAFKA_SSL_CAFILE", "CA bundle used to verify the brokers.")
+    topic_prefix: str = setting("fusionrec.", "FUSIONREC_TOPIC_PREFIX", "Prefix of every topic fusionrec uses.")
+    partitions: int = setting(4, "FUSIONREC_PARTITIONS", "Partitions of the topics fusionrec creates.")
+    replication_factor: int = setting(
+        1, "FUSIONREC_REPLICATION_FACTOR", "Replication factor of the topics fusionrec creates."
+    )
+
+    def events_topic(self, platform: str) -> str:
+        return f"{self.topic_prefix}events.{platform}"
+
+    @property
+    def items_topic(self) -> str:
+        return f"{self.topic_prefix}items"
+
+    @property
+    def identity_topic(self) -> str:
+        return f"{self.topic_prefix}identity"
+
+    @property
+    def recs_topic(self) -> str:
+        return f"{self.topic_prefix}recs"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}dlq"
+
+    @property
+    def by_person_topic(self) -> str:
+        """Internal topic: valid events re-keyed by person id (co-partitioned with person state)."""
+        return f"{self.topic_prefix}by-person"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    app_id: str = setting("fusionrec", "FUSIONREC_APP_ID", "Consumer group / faust app id.")
+    top_k: int = setting(10, "FUSIONREC_TOP_K", "Recommendations per message.")
+    batch_size: int = setting(512, "FUSIONREC_BATCH_SIZE", "Largest micro-batch taken from the stream.")
+    batch_window_s: float = setting(
+        0.02, "FUSIONREC_BATCH_WINDOW_S", "Longest wait to fill a micro-batch (seconds)."
+    )
+    web_host: str = setting("127.0.0.1", "FUSIONREC_WEB_HOST", "Address the worker's HTTP endpoints bind.")
+    web_port: int = setting(6066, "FUSIONREC_WEB_PORT", "Port of the worker's HTTP endpoints.")
+    data_dir: str = setting(
+        "~/.cache/fusionrec/worker", "FUSIONREC_DATA_DIR", "Worker state directory (faust data, caches)."
+    )
+    catalog_wait_s: float = setting(
+        5.0,
+        "FUSIONREC_CATALOG_WAIT_S",
+        "How long an event naming a not-yet-seen item waits for the item catalog to catch up.",
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder_dir: str = setting(
+        "", "FUSIONREC_ENCODER_DIR", "Hugging Face model directory; empty = bundled all-MiniLM-L6-v2."
+    )
+    device: str = setting("auto", "FUSIONREC_DEVICE", "auto, cpu or cuda.")
+    half_life_days: float = setting(
+        30.0, "FUSIONREC_HALF_LIFE_DAYS", "Half-life of a past event's weight in a person's profile."
+    )
+    event_weights: dict[str, float] = setting(
+        DEFAULT_EVENT_WEIGHTS, "FUSIONREC_EVENT_WEIGHTS", "Weight of each event type (JSON object)."
+    )
+    platform_weights: dict[str, float] = setting(
+        {}, "FUSIONREC_PLATFORM_WEIGHTS", "Weight of each source platform in the fused vector (JSON)."
+    )
+    same_platform_boost: float = setting(
+        2.0,
+        "FUSIONREC_SAME_PLATFORM_BOOST",
+        "Extra weight of the target platform's own profile when fusing for that platform.",
+    )
+    max_consumed: int = setting(
+        1000, "FUSIONREC_MAX_CONSUMED", "Consumed items remembered per person (never re-recommended)."
+    )
+    max_recent_events: int = setting(
+        256, "FUSIONREC_MAX_RECENT_EVENTS", "Recent event ids remembered per person (duplicate check)."
+    )
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = setting(65536, "FUSIONREC_MAX_MESSAGE_BYTES", "Largest accepted message.")
+    max_field_chars: int = setting(256, "FUSIONREC_MAX_FIELD_CHARS", "Longest id, platform or type string.")
+    max_text_chars: int = setting(20000, "FUSIONREC_MAX_TEXT_CHARS", "Longest item title + text.")
+    max_future_s: float = setting(
+        300.0, "FUSIONREC_MAX_FUTURE_S", "Events stamped further than this in the future are rejected."
+    )
+    allowed_lateness_s: float = setting(
+        86400.0,
+        "FUSIONREC_ALLOWED_LATENESS_S",
+        "An event older than the person's newest by more than this is rejected as out of order.",
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    platforms: tuple[str, ...] = setting(
+        ("movies",), "FUSIONREC_PLATFORMS", "Platforms whose events are consumed (comma-separated)."
+    )
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def digest(self) -> str:
+        """A short stable hash of every setting that changes what the model computes."""
+        blob = orjson.dumps(
+            {"platforms": self.platforms, "model": dataclasses.asdict(self.model)},
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+SECTIONS = {"kafka": KafkaConfig, "worker": WorkerConfig, "model": ModelConfig, "limits": LimitsConfig}
+
+
+def validate(cfg: Config) -> None:
+    if not cfg.platforms:
+        raise ConfigError("platforms: at least one platform is required (FUSIONREC_PLATFORMS)")
+    for p in cfg.platforms:
+        if not p or not all(c.isalnum() or c in "-_" for c in p):
+            raise ConfigError(f"platforms: {p!r} is not a valid name (letters, digits, '-', '_')")
+    positive = {
+        "kafka.partitions": cfg.kafka.partitions,
+        "kafka.replication_factor": cfg.kafka.replication_factor,
+        "worker.top_k": cfg.worker.top_k,
+        "worker.batch_size": cfg.worker.batch_size,
+        "model.half_life_days": cfg.model.half_life_days,
+        "limits.max_message_bytes": cfg.limits.max_message_bytes,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    if cfg.kafka.security_protocol not in protocols:
+        raise ConfigError(f"kafka.security_protocol must be one of {protocols}, got {cfg.kafka.security_protocol!r}")
+    if cfg.model.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"model.device must be one of auto, cpu, cuda; got {cfg.model.device!r}")
+
+
+def _coerce(raw: Any, f: dataclasses.Field[Any], where: str) -> Any:
+    """Turn a file value or an environment string into the field's type."""
+    kind = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())  # type: ignore[misc]
+    try:
+        if kind is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(s.strip() for s in items if str(s).strip())
+        if kind is dict:
+            value = orjson.loads(raw) if isinstance(raw, str) else dict(raw)
+            return {str(k): float(v) for k, v in value.items()}
+        if kind is bool:
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {raw!r} as {kind.__name__}: {exc}") from exc
+
+
+def _section_values(cls: type, file_values: Mapping[str, Any], env: Mapping[str, str], where: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls) if "env" in f.metadata}
+    unknown = set(file_values) - known - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}; valid: {sorted(known)}")
+    for f in dataclasses.fields(cls):
+        if "env" not in f.metadata:
+            continue
+        if f.name in file_values:
+            values[f.name] = _coerce(file_values[f.name], f, f"{where}{f.name}")
+        env_name = f.metadata["env"]
+        if env_name in env:
+            values[f.name] = _coerce(env[env_name], f, env_name)
+    return values
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from defaults, the TOML file (``FUSIONREC_CONFIG`` if no path), then ``env``."""
+    env = os.environ if env is None else env
+    path = path or env.get("FUSIONREC_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    top = _section_values(Config, data, env, "")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        section_data = data.get(name, {})
+        if not isinstance(section_data, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = cls(**_section_values(cls, section_data, env, f"{name}."))
+    return Config(**top, **sections)
+
+
+def reference() -> str:
+    """Markdown table of every setting: file key, environment variable, default, meaning."""
+    rows = ["| file key | environment | default | meaning |", "|---|---|---|---|"]
+    for section, cls in [("", Config), *SECTIONS.items()]:
+        for f in dataclasses.fields(cls):
+            if "env" not in f.metadata:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if isinstance(default, (dict, tuple)):
+                default = orjson.dumps(default).decode()
+            key = f"{section}.{f.name}" if section else f.name
+            rows.append(f"| `{key}` | `{f.metadata['env']}` | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(rows)

@@ -1,0 +1,300 @@
+"""Versioned message contracts, their orjson codec and their validation.
+
+Every topic carries one JSON object per message with a schema version ``v``.  ``decode_*`` turn raw
+bytes into frozen dataclasses or raise :class:`~fusionrec.errors.ValidationError` whose ``reason`` is one
+of :data:`REJECT_REASONS`; the worker sends such messages to the dead-letter topic.
+
+    >>> from fusionrec.config import LimitsConfig
+    >>> raw = b'{"v":1,"event_id":"e1","ts":1700000000,"platform":"shop","user_id":"u1","item_id":"i9","event_type":"click"}'
+    >>> decode_event(raw, platforms={"shop"}, event_types={"click"}, limits=LimitsConfig(), now=1700000001).item_id
+    'i9'
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from fusionrec.config import LimitsConfig
+from fusionrec.errors import ValidationError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "REJECT_REASONS",
+    "BehaviorEvent",
+    "ItemUpsert",
+    "ItemDelete",
+    "IdentityLink",
+    "RecItem",
+    "Recommendation",
+    "DeadLetter",
+    "decode_event",
+    "decode_item",
+    "decode_identity",
+    "decode_recommendation",
+    "encode",
+]
+
+SCHEMA_VERSION = 1
+
+REJECT_REASONS = (
+    "too_large",
+    "malformed_json",
+    "not_an_object",
+    "unsupported_version",
+    "missing_field",
+    "wrong_type",
+    "too_long",
+    "bad_value",
+    "unknown_platform",
+    "unknown_event_type",
+    "bad_timestamp",
+    "far_future",
+    "out_of_order",
+    "duplicate",
+    "unknown_item",
+)
+"""Every reason a message can be dead-lettered for (the ``reason`` field and metric label)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviorEvent:
+    """One thing a user did on one platform."""
+
+    event_id: str
+    ts: float
+    platform: str
+    user_id: str
+    item_id: str
+    event_type: str
+    value: float | None = None
+    person_id: str | None = None
+    context: Mapping[str, str] | None = None
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class ItemUpsert:
+    item_id: str
+    platform: str
+    title: str
+    text: str = ""
+    categories: tuple[str, ...] = ()
+    op: Literal["upsert"] = "upsert"
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDelete:
+    item_id: str
+    platform: str
+    op: Literal["delete"] = "delete"
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityLink:
+    """Platform user id ↔ global person id."""
+
+    platform: str
+    user_id: str
+    person_id: str
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class RecItem:
+    item_id: str
+    score: float
+    platform: str
+    reason: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """Fresh top-K for one person on one platform, produced in answer to one event."""
+
+    person_id: str
+    platform: str
+    event_id: str
+    event_ts: float
+    model_version: str
+    items: tuple[RecItem, ...]
+    produced_at_ms: int
+    event_produced_at_ms: int | None = None
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message: why, where it came from, and its exact bytes."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes = field(repr=False)
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("v", "reason", "detail", "topic", "partition", "offset")}
+        out["payload_b64"] = base64.b64encode(self.payload).decode()
+        return out
+
+
+def encode(message: Any) -> bytes:
+    """orjson bytes of a contract dataclass (or DeadLetter), ``None`` fields left out."""
+    if isinstance(message, DeadLetter):
+        return orjson.dumps(message.to_json())
+    return orjson.dumps(_drop_none(asdict(message)))
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+# --- decoding -------------------------------------------------------------------------------------
+
+
+def _load_object(raw: bytes, limits: LimitsConfig) -> dict[str, Any]:
+    if len(raw) > limits.max_message_bytes:
+        raise ValidationError("too_large", f"{len(raw)} bytes > limit {limits.max_message_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError("malformed_json", str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise ValidationError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise ValidationError("unsupported_version", f"v={version!r}; this worker reads v={SCHEMA_VERSION}")
+    return obj
+
+
+def _string(obj: Mapping[str, Any], name: str, limit: int, *, required: bool = True) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise ValidationError("missing_field", f"'{name}' is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("wrong_type", f"'{name}' must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise ValidationError("bad_value", f"'{name}' must not be empty")
+    if len(value) > limit:
+        raise ValidationError("too_long", f"'{name}' has {len(value)} chars > limit {limit}")
+    return value
+
+
+def _number(obj: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise ValidationError("missing_field", f"'{name}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError("wrong_type", f"'{name}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValidationError("bad_value", f"'{name}' must be finite")
+    return float(value)
+
+
+def _platform(obj: Mapping[str, Any], platforms: Collection[str], limits: LimitsConfig) -> str:
+    platform = _string(obj, "platform", limits.max_field_chars)
+    assert platform is not None
+    if platform not in platforms:
+        raise ValidationError("unknown_platform", f"platform {platform!r} not in {sorted(platforms)}")
+    return platform
+
+
+def _context(obj: Mapping[str, Any], limits: LimitsConfig) -> dict[str, str] | None:
+    ctx = obj.get("context")
+    if ctx is None:
+        return None
+    if not isinstance(ctx, dict) or len(ctx) > 16:
+        raise ValidationError("wrong_type", "'context' must be an object of at most 16 string fields")
+    return {str(k): s for k in ctx if (s := _string(ctx, k, limits.max_field_chars)) is not None}
+
+
+def decode_event(
+    raw: bytes,
+    *,
+    platforms: Collection[str],
+    event_types: Collection[str],
+    limits: LimitsConfig,
+    now: float,
+) -> BehaviorEvent:
+    """Decode and validate one behaviour event (stateless checks only)."""
+    obj = _load_object(raw, limits)
+    ts = _number(obj, "ts", required=True)
+    assert ts is not None
+    if ts < 0:
+        raise ValidationError("bad_timestamp", f"ts={ts} is before 1970")
+    if ts > now + limits.max_future_s:
+        raise ValidationError("far_future", f"ts={ts} is {ts - now:.0f}s ahead of now")
+    event_type = _string(obj, "event_type", limits.max_field_chars)
+    if event_type not in event_types:
+        raise ValidationError("unknown_event_type", f"event_type {event_type!r} not in {sorted(event_types)}")
+    value = _number(obj, "value", required=False)
+    return BehaviorEvent(
+        event_id=_string(obj, "event_id", limits.max_field_chars),  # type: ignore[arg-type]
+        ts=ts,
+        platform=_platform(obj, platforms, limits),
+        user_id=_string(obj, "user_id", limits.max_field_chars),  # type: ignore[arg-type]
+        item_id=_string(obj, "item_id", limits.max_field_chars),  # type: ignore[arg-type]
+        event_type=event_type,  # type: ignore[arg-type]
+        value=value,
+        person_id=_string(obj, "person_id", limits.max_field_chars, required=False),
+        context=_context(obj, limits),
+    )
+
+
+def decode_item(raw: bytes, *, platforms: Collection[str], limits: LimitsConfig) -> ItemUpsert | ItemDelete:
+    obj = _load_object(raw, limits)
+    op = obj.get("op", "upsert")
+    item_id = _string(obj, "item_id", limits.max_field_chars)
+    platform = _platform(obj, platforms, limits)
+    if op == "delete":
+        return ItemDelete(item_id=item_id, platform=platform)  # type: ignore[arg-type]
+    if op != "upsert":
+        raise ValidationError("bad_value", f"op must be 'upsert' or 'delete', got {op!r}")
+    title = _string(obj, "title", limits.max_text_chars)
+    text = _string(obj, "text", limits.max_text_chars, required=False) or ""
+    cats = obj.get("categories", [])
+    if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats) or len(cats) > 64:
+        raise ValidationError("wrong_type", "'categories' must be a list of at most 64 strings")
+    if len(title or "") + len(text) > limits.max_text_chars:
+        raise ValidationError("too_long", f"title + text exceed {limits.max_text_chars} chars")
+    return ItemUpsert(
+        item_id=item_id,  # type: ignore[arg-type]
+        platform=platform,
+        title=title,  # type: ignore[arg-type]
+        text=text,
+        categories=tuple(c[: limits.max_field_chars] for c in cats),
+    )
+
+
+def decode_identity(raw: bytes, *, platforms: Collection[str], limits: LimitsConfig) -> IdentityLink:
+    obj = _load_object(raw, limits)
+    return IdentityLink(
+        platform=_platform(obj, platforms, limits),
+        user_id=_string(obj, "user_id", limits.max_field_chars),  # type: ignore[arg-type]
+        person_id=_string(obj, "person_id", limits.max_field_chars),  # type: ignore[arg-type]
+    )
+
+
+def decode_recommendation(raw: bytes) -> Recommendation:
+    """Parse a recommendation message (consumers of the recommendations topic use this)."""
+    obj = orjson.loads(raw)
+    items = tuple(RecItem(**item) for item in obj.pop("items"))
+    return Recommendation(items=items, **obj)

@@ -1,0 +1,274 @@
+"""The processing core: the same code path in the stream workers and in the offline evaluator.
+
+It knows nothing of Kafka.  The worker hands it micro-batches of decoded events plus a way to read
+and write person state; it returns recommendations and rejections (dead letters to be).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusionrec.config import Config
+from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUpsert, RecItem
+from fusionrec.fusion import FusionParams, PersonState, event_weight, fused_vector, learn, mix_vector, platform_mix
+from fusionrec.fusion import Vector
+from fusionrec.protocols import TextEncoderT, VectorIndexT
+
+__all__ = ["Identity", "Rejection", "Outcome", "Recommender", "item_text_of"]
+
+
+class Identity:
+    """Platform user id → person id, from identity links; unlinked users are their own person."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[str, str], str] = {}
+
+    def link(self, link: IdentityLink) -> None:
+        self._links[(link.platform, link.user_id)] = link.person_id
+
+    def person_of(self, event: BehaviorEvent) -> str:
+        if event.person_id:
+            return event.person_id
+        return self._links.get((event.platform, event.user_id), f"{event.platform}:{event.user_id}")
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    position: int  # index of the event in the batch given to ``process``
+    event: BehaviorEvent
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result for one accepted event: the person it was credited to and the fresh top-K."""
+
+    position: int  # index of the event in the batch given to ``process``
+    event: BehaviorEvent
+    person_id: str
+    items: tuple[RecItem, ...]
+
+
+def item_text_of(item: ItemUpsert) -> str:
+    from encoder.templates import item_text  # the text template lives with the encoder
+
+    return item_text(item.title, item.text, item.platform, item.categories)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemChanges:
+    upserts: list[ItemUpsert]
+    deletes: list[str]
+
+
+def plan_item_changes(messages: Sequence[ItemUpsert | ItemDelete]) -> ItemChanges:
+    """Collapse a batch of catalog messages to the last change of each item."""
+    latest: dict[str, ItemUpsert | ItemDelete] = {}
+    for msg in messages:
+        latest.pop(msg.item_id, None)
+        latest[msg.item_id] = msg
+    return ItemChanges(
+        upserts=[m for m in latest.values() if isinstance(m, ItemUpsert)],
+        deletes=[m.item_id for m in latest.values() if isinstance(m, ItemDelete)],
+    )
+
+
+class Recommender:
+    """Learns person profiles from events and ranks catalog items for them.
+
+    ``process`` is the streaming entry point: for each event, in order, it rejects what breaks a
+    stateful rule (duplicate, out of order, unknown item), learns the rest, and then ranks items of the
+    event's platform for the person with one batched index search.
+    """
+
+    def __init__(self, cfg: Config, encoder: TextEncoderT, index: VectorIndexT, *, model_version: str | None = None):
+        self.cfg = cfg
+        self.encoder = encoder
+        self.index = index
+        self.identity = Identity()
+        self.params = FusionParams(
+            half_life_s=cfg.model.half_life_days * 86400.0,
+            platform_weights=dict(cfg.model.platform_weights),
+            same_platform_boost=cfg.model.same_platform_boost,
+            max_consumed=cfg.model.max_consumed,
+            max_recent_events=cfg.model.max_recent_events,
+        )
+        self.model_version = model_version or f"fusion-v1-{cfg.digest()}"
+
+    # --- catalog ------------------------------------------------------------------------------------
+
+    def apply_items(self, messages: Sequence[ItemUpsert | ItemDelete]) -> None:
+        """Apply catalog changes in order; upserts are encoded in one batch."""
+        changes = plan_item_changes(messages)
+        self.apply_item_changes(changes, self.encode_item_changes(changes))
+
+    def encode_item_changes(self, changes: ItemChanges) -> Vector:
+        """The slow half (the encoder), safe to run off the event loop: it touches no shared state."""
+        return self.encoder.encode([item_text_of(m) for m in changes.upserts])
+
+    def apply_item_changes(self, changes: ItemChanges, vectors: Vector) -> None:
+        if changes.deletes:
+            self.index.delete(changes.deletes)
+        if changes.upserts:
+            self.index.upsert([m.item_id for m in changes.upserts], [m.platform for m in changes.upserts], vectors)
+
+    # --- events -------------------------------------------------------------------------------------
+
+    def stateful_reject(self, event: BehaviorEvent, state: PersonState) -> tuple[str, str] | None:
+        if event.event_id in state.recent_events:
+            return "duplicate", f"event_id {event.event_id!r} was already applied"
+        if event.ts < state.last_ts - self.cfg.limits.allowed_lateness_s:
+            return "out_of_order", f"ts={event.ts} is older than the person's newest event ({state.last_ts}) beyond the allowed lateness"
+        if event.item_id not in self.index:
+            return "unknown_item", f"item {event.item_id!r} is not in the catalog"
+        return None
+
+    def learn_event(self, state: PersonState, event: BehaviorEvent, vector: Vector) -> None:
+        weights = self.cfg.model.event_weights
+        learn(
+            state,
+            platform=event.platform,
+            item_id=event.item_id,
+            vector=vector,
+            weight=event_weight(event.event_type, event.value, weights),
+            ts=event.ts,
+            params=self.params,
+            event_id=event.event_id,
+        )
+
+    def process(
+        self,
+        events: Sequence[BehaviorEvent],
+        load: Callable[[str], PersonState | None],
+        save: Callable[[str, PersonState], None],
+    ) -> tuple[list[Outcome], list[Rejection]]:
+        """Learn a micro-batch of events in order and rank fresh items for each accepted one."""
+        rejections: list[Rejection] = []
+        pending: list[Pending] = []
+        states: dict[str, PersonState] = {}
+        known = list({e.item_id for e in events if e.item_id in self.index})
+        item_vectors = dict(zip(known, self.index.vectors_of(known))) if known else {}
+        for position, event in enumerate(events):
+            person = self.identity.person_of(event)
+            state = states.get(person) or load(person) or PersonState.new(person)
+            states[person] = state
+            rejected = self.stateful_reject(event, state)
+            if rejected:
+                rejections.append(Rejection(position, event, *rejected))
+                continue
+            self.learn_event(state, event, item_vectors[event.item_id])
+            # a person with no positive history yet is served items like the one just touched
+            pending.append(self.snapshot(position, event, person, state, fallback=item_vectors[event.item_id]))
+        for person, state in states.items():
+            save(person, state)
+        ranked = self.rank_many([(p.event.platform, p.query, p.consumed) for p in pending])
+        outcomes = [
+            Outcome(p.position, p.event, p.person_id, items)
+            for p, items in zip(pending, self.explain_many(pending, ranked))
+        ]
+        return outcomes, rejections
+
+    def snapshot(
+        self, position: int, event: BehaviorEvent, person: str, state: PersonState, *, fallback: Vector
+    ) -> Pending:
+        """Freeze what ranking and explaining need, as of this event (later events may change the state)."""
+        mix = platform_mix(state, event.platform, event.ts, self.params)
+        query = mix_vector(mix)
+        recent = {name: tuple(state.profiles[name].recent) for name in mix}
+        return Pending(position, event, person, query if query is not None else fallback, frozenset(state.consumed), mix, recent)
+
+    # --- ranking ------------------------------------------------------------------------------------
+
+    def rank_many(self, requests: Sequence[tuple[str, Vector, Set[str]]]) -> list[list[tuple[str, float]]]:
+        """One index search for many (platform, query vector, consumed items) requests."""
+        if not requests:
+            return []
+        queries = np.stack([q for _, q, _ in requests]).astype(np.float32)
+        return self.index.search(
+            queries,
+            self.cfg.worker.top_k,
+            platforms=[p for p, _, _ in requests],
+            exclude=[c for _, _, c in requests],  # type: ignore[misc]
+        )
+
+    def rank(self, state: PersonState, platform: str, now: float) -> list[tuple[str, float]]:
+        """Top-K of ``platform`` for a person as of ``now`` (used by the evaluator: rank, then learn)."""
+        query = fused_vector(state, platform, now, self.params)
+        if query is None:
+            return []
+        return self.rank_many([(platform, query, frozenset(state.consumed))])[0]
+
+    def explain_many(self, pending: Sequence[Pending], ranked: Sequence[list[tuple[str, float]]]) -> list[tuple[RecItem, ...]]:
+        """For each recommended item: the platform profile and the past items that pulled it up most."""
+        ids: dict[str, int] = {}
+        for p, items in zip(pending, ranked):
+            for item_id, _ in items:
+                ids.setdefault(item_id, len(ids))
+            for recent in p.recent.values():
+                for item_id in recent:
+                    if item_id in self.index:
+                        ids.setdefault(item_id, len(ids))
+        matrix = self.index.vectors_of(list(ids)) if ids else np.zeros((0, self.index.dim), np.float32)
+        return [self._explain_one(p, items, ids, matrix) for p, items in zip(pending, ranked)]
+
+    def _explain_one(
+        self, p: Pending, ranked: list[tuple[str, float]], rows: dict[str, int], matrix: Vector
+    ) -> tuple[RecItem, ...]:
+        if not ranked:
+            return ()
+        vectors = matrix[[rows[item_id] for item_id, _ in ranked]]
+        names = list(p.mix)
+        if not names:
+            reason = {"kind": "similar_to_last_item", "platform": p.event.platform, "because_of": [p.event.item_id]}
+            return tuple(RecItem(i, round(float(s), 6), p.event.platform, reason) for i, s in ranked)
+        directions = np.stack([p.mix[n][1] for n in names])
+        alphas = np.array([p.mix[n][0] for n in names], dtype=np.float32)
+        contributions = (vectors @ directions.T) * alphas  # (items, platforms)
+        best = contributions.argmax(axis=1)
+        because: dict[int, list[str]] = {}
+        for b, name in enumerate(names):  # the past items of the best platform most similar to each item
+            recent = [r for r in p.recent[name] if r in rows]
+            cols = np.flatnonzero(best == b)
+            if not recent or not len(cols):
+                continue
+            sims = matrix[[rows[r] for r in recent]] @ vectors[cols].T  # (recent, items)
+            order = np.argsort(-sims, axis=0, kind="stable")[:3]
+            for j, col in enumerate(cols):
+                because[int(col)] = [recent[i] for i in order[:, j]]
+        items = []
+        for row, (item_id, score) in enumerate(ranked):
+            b = int(best[row])
+            reason: dict[str, object] = {
+                "kind": "similar_to_history",
+                "platform": names[b],
+                "contribution": round(float(contributions[row, b]), 4),
+            }
+            if row in because:
+                reason["because_of"] = because[row]
+            items.append(RecItem(item_id=item_id, score=round(float(score), 6), platform=p.event.platform, reason=reason))
+        return tuple(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accepted event waiting for its ranking, with the person's profile frozen at that moment."""
+
+    position: int
+    event: BehaviorEvent
+    person_id: str
+    query: Vector
+    consumed: frozenset[str]
+    mix: dict[str, tuple[float, Vector]]
+    recent: dict[str, tuple[str, ...]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,194 @@
+"""The faust worker, built by a factory (nothing happens at import).
+
+Topology::
+
+    events.<platform> ─┐                        ┌─> recs        (top-K per event, keyed by person)
+    events.<platform> ─┴─ ingest ─> by-person ─ recommend ─┤
+          (decode, validate, resolve person)    (person-state table)  └─> dlq
+    items, identity ──> CatalogFollower (every worker reads every partition: the catalog is replicated)
+
+``ingest`` is stateless; it re-keys valid events by person so that ``recommend`` and the person-state
+table (with its changelog) are co-partitioned: a person's state lives on exactly one worker.
+Both agents take micro-batches so that the index is searched once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fusionrec.config import Config
+from fusionrec.contracts import (
+    BehaviorEvent,
+    DeadLetter,
+    Recommendation,
+    decode_event,
+    encode,
+)
+from fusionrec.core import Outcome, Recommender
+from fusionrec.errors import ValidationError
+from fusionrec.fusion import PersonState
+from stream.catalog import CatalogFollower
+from stream.kafka_settings import faust_broker_credentials
+from stream.metrics import Metrics
+from stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "build_recommender"]
+
+
+def build_recommender(cfg: Config) -> Recommender:
+    """The processing core with the configured encoder and an empty index."""
+    from encoder.hf import TextEncoder
+    from index.faiss_index import ItemIndex
+
+    encoder = TextEncoder(cfg.model.encoder_dir or None, device=cfg.model.device)
+    return Recommender(cfg, encoder, ItemIndex(encoder.dim, device=cfg.model.device))
+
+
+def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
+    """Build the faust app, its topics, table, agents and web pages for ``cfg``."""
+    import faust
+
+    data_dir = Path(cfg.worker.data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        cfg.worker.app_id,
+        broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_broker_credentials(cfg.kafka),
+        store="memory://",
+        datadir=str(data_dir),
+        topic_partitions=cfg.kafka.partitions,
+        topic_replication_factor=cfg.kafka.replication_factor,
+        topic_allow_declare=True,
+        web_host=cfg.worker.web_host,
+        web_port=cfg.worker.web_port,
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.002,
+        producer_acks=-1,
+        table_standby_replicas=0,
+        stream_buffer_maxsize=max(4096, cfg.worker.batch_size * 4),
+        broker_commit_every=cfg.worker.batch_size * 4,
+        broker_commit_interval=1.0,
+    )
+    rec = recommender or build_recommender(cfg)
+    metrics = Metrics()
+    app.fusionrec_metrics = metrics  # type: ignore[attr-defined]
+    app.fusionrec_recommender = rec  # type: ignore[attr-defined]
+    k = cfg.kafka
+
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(*(k.events_topic(p) for p in cfg.platforms), **raw)
+    by_person = app.topic(k.by_person_topic, partitions=k.partitions, internal=True, **raw)
+    recs_topic = app.topic(k.recs_topic, **raw)
+    dlq_topic = app.topic(k.dlq_topic, **raw)
+    states = app.Table(
+        "person-state",
+        partitions=k.partitions,
+        schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
+        use_partitioner=True,  # changelog partition = key partition, same as by-person
+    )
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        metrics.dead_letters_total.labels(letter.reason, letter.topic).inc()
+        await dlq_topic.send(key=letter.reason.encode(), value=encode(letter))
+
+    catalog = CatalogFollower(cfg, rec, dead_letter)
+    event_types = set(cfg.model.event_weights)
+
+    @app.task
+    async def follow_catalog() -> None:
+        await ensure_topics(cfg)
+        await catalog.start()
+        try:
+            await catalog.run()
+        finally:
+            await catalog.stop()
+
+    @app.agent(events_topic)
+    async def ingest(stream: Any) -> None:
+        """Decode and validate; re-key valid events by person; dead-letter the rest."""
+        async for batch in stream.take_events(cfg.worker.batch_size, within=cfg.worker.batch_window_s):
+            metrics.batch_size.labels("ingest").observe(len(batch))
+            await catalog.ready.wait()  # identity links must be known before resolving persons
+            now = time.time()
+            for ev in batch:
+                msg = ev.message
+                try:
+                    event = decode_event(
+                        ev.value or b"", platforms=cfg.platforms, event_types=event_types, limits=cfg.limits, now=now
+                    )
+                except ValidationError as exc:
+                    await dead_letter(DeadLetter(exc.reason, exc.detail, msg.topic, msg.partition, msg.offset, ev.value or b""))
+                    continue
+                metrics.events_total.labels(event.platform).inc()
+                envelope = {
+                    "e": asdict(event),
+                    "src": [msg.topic, msg.partition, msg.offset],
+                    "raw": ev.value.decode(),  # valid JSON is UTF-8; kept for an exact dead letter later
+                    "pt": int(msg.timestamp * 1000) if msg.timestamp else None,
+                }
+                person = rec.identity.person_of(event)
+                await by_person.send(key=person.encode(), value=orjson.dumps(envelope))
+
+    def load(person: str) -> PersonState | None:
+        raw_state = states.get(person.encode())
+        return PersonState.from_bytes(raw_state) if raw_state else None
+
+    def save(person: str, state: PersonState) -> None:
+        states[person.encode()] = state.to_bytes()
+
+    @app.agent(by_person)
+    async def recommend(stream: Any) -> None:
+        """Learn each event into its person's state and publish fresh top-K."""
+        async for batch in stream.take_events(cfg.worker.batch_size, within=cfg.worker.batch_window_s):
+            metrics.batch_size.labels("recommend").observe(len(batch))
+            await catalog.ready.wait()
+            envelopes = [orjson.loads(ev.value) for ev in batch]
+            events = [BehaviorEvent(**env["e"]) for env in envelopes]
+            if any(e.item_id not in rec.index for e in events):
+                await catalog.sync(cfg.worker.catalog_wait_s)  # the item may be on its way
+            outcomes, rejections = rec.process(events, load, save)
+            for outcome in outcomes:
+                await publish(outcome, envelopes[outcome.position].get("pt"))
+            for rej in rejections:
+                topic, partition, offset = envelopes[rej.position]["src"]
+                payload = envelopes[rej.position]["raw"].encode()
+                await dead_letter(DeadLetter(rej.reason, rej.detail, topic, partition, offset, payload))
+            metrics.index_items.set(len(rec.index))
+
+    async def publish(outcome: Outcome, produced_ms: int | None) -> None:
+        now_ms = int(time.time() * 1000)
+        message = Recommendation(
+            person_id=outcome.person_id,
+            platform=outcome.event.platform,
+            event_id=outcome.event.event_id,
+            event_ts=outcome.event.ts,
+            model_version=rec.model_version,
+            items=outcome.items,
+            produced_at_ms=now_ms,
+            event_produced_at_ms=produced_ms,
+        )
+        await recs_topic.send(key=outcome.person_id.encode(), value=encode(message))
+        metrics.recommendations_total.labels(outcome.event.platform).inc()
+        if produced_ms is not None:
+            metrics.latency_ms.observe(now_ms - produced_ms)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"catalog_ready": catalog.ready.is_set(), "items": len(rec.index), "model_version": rec.model_version})
+
+    _ = (ingest, recommend, follow_catalog, metrics_page, health, asyncio)
+    return app
