@@ -121,6 +121,11 @@ class ModelConfig:
         "", "FUSIONREC_ENCODER_DIR", "Hugging Face model directory; empty = bundled all-MiniLM-L6-v2."
     )
     device: str = setting("auto", "FUSIONREC_DEVICE", "auto, cpu or cuda.")
+    vector_cache_dir: str = setting(
+        "~/.cache/fusionrec/vectors",
+        "FUSIONREC_VECTOR_CACHE_DIR",
+        "On-disk cache of item vectors keyed by model and text; empty = no cache.",
+    )
     half_life_days: float = setting(
         30.0, "FUSIONREC_HALF_LIFE_DAYS", "Half-life of a past event's weight in a person's profile."
     )
@@ -230,7 +235,7 @@ def _coerce(raw: Any, f: dataclasses.Field[Any], where: str) -> Any:
 def _section_values(cls: type, file_values: Mapping[str, Any], env: Mapping[str, str], where: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls) if "env" in f.metadata}
-    unknown = set(file_values) - known - set(SECTIONS)
+    unknown = set(file_values) - known - (set(SECTIONS) if cls is Config else set())
     if unknown:
         raise ConfigError(f"{where}: unknown settings {sorted(unknown)}; valid: {sorted(known)}")
     for f in dataclasses.fields(cls):
@@ -267,6 +272,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 def reference() -> str:
     """Markdown table of every setting: file key, environment variable, default, meaning."""
     rows = ["| file key | environment | default | meaning |", "|---|---|---|---|"]
+    rows.append("| | `FUSIONREC_CONFIG` | `` | TOML config file read when no `--config` is given. |")
     for section, cls in [("", Config), *SECTIONS.items()]:
         for f in dataclasses.fields(cls):
             if "env" not in f.metadata:

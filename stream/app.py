@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,12 @@ from fusionrec.contracts import (
     Recommendation,
     decode_event,
     encode,
+    event_fields,
 )
 from fusionrec.core import Outcome, Recommender
 from fusionrec.errors import ValidationError
 from fusionrec.fusion import PersonState
+from fusionrec.protocols import TextEncoderT
 from stream.catalog import CatalogFollower
 from stream.kafka_settings import faust_broker_credentials
 from stream.metrics import Metrics
@@ -46,10 +47,13 @@ __all__ = ["create_app", "build_recommender"]
 
 def build_recommender(cfg: Config) -> Recommender:
     """The processing core with the configured encoder and an empty index."""
+    from encoder.cache import CachedEncoder
     from encoder.hf import TextEncoder
     from index.faiss_index import ItemIndex
 
-    encoder = TextEncoder(cfg.model.encoder_dir or None, device=cfg.model.device)
+    encoder: TextEncoderT = TextEncoder(cfg.model.encoder_dir or None, device=cfg.model.device)
+    if cfg.model.vector_cache_dir:
+        encoder = CachedEncoder(encoder, Path(cfg.model.vector_cache_dir).expanduser())
     return Recommender(cfg, encoder, ItemIndex(encoder.dim, device=cfg.model.device))
 
 
@@ -72,7 +76,8 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         web_port=cfg.worker.web_port,
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
-        producer_linger=0.002,
+        producer_linger=0.005,
+        producer_max_batch_size=1 << 20,  # recommendation messages are ~1.5 kB: batch them by the hundred
         producer_acks=-1,
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, cfg.worker.batch_size * 4),
@@ -88,8 +93,8 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(*(k.events_topic(p) for p in cfg.platforms), **raw)
     by_person = app.topic(k.by_person_topic, partitions=k.partitions, internal=True, **raw)
-    recs_topic = app.topic(k.recs_topic, **raw)
-    dlq_topic = app.topic(k.dlq_topic, **raw)
+    for name in (k.recs_topic, k.dlq_topic):
+        app.topic(name, **raw)  # declared so the app creates them
     states = app.Table(
         "person-state",
         partitions=k.partitions,
@@ -97,9 +102,17 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         use_partitioner=True,  # changelog partition = key partition, same as by-person
     )
 
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        """Queue a message on the app's producer (faust flushes it before committing offsets).
+
+        Straight to the producer: faust's Topic.send wraps every message in futures and callbacks,
+        which costs more than the message itself at thousands of events per second.
+        """
+        await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.dead_letters_total.labels(letter.reason, letter.topic).inc()
-        await dlq_topic.send(key=letter.reason.encode(), value=encode(letter))
+        await send(k.dlq_topic, letter.reason.encode(), encode(letter))
 
     catalog = CatalogFollower(cfg, rec, dead_letter)
     event_types = set(cfg.model.event_weights)
@@ -131,13 +144,13 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
                     continue
                 metrics.events_total.labels(event.platform).inc()
                 envelope = {
-                    "e": asdict(event),
+                    "e": event_fields(event),
                     "src": [msg.topic, msg.partition, msg.offset],
                     "raw": ev.value.decode(),  # valid JSON is UTF-8; kept for an exact dead letter later
                     "pt": int(msg.timestamp * 1000) if msg.timestamp else None,
                 }
                 person = rec.identity.person_of(event)
-                await by_person.send(key=person.encode(), value=orjson.dumps(envelope))
+                await send(k.by_person_topic, person.encode(), orjson.dumps(envelope))
 
     def load(person: str) -> PersonState | None:
         raw_state = states.get(person.encode())
@@ -177,7 +190,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             produced_at_ms=now_ms,
             event_produced_at_ms=produced_ms,
         )
-        await recs_topic.send(key=outcome.person_id.encode(), value=encode(message))
+        await send(k.recs_topic, outcome.person_id.encode(), encode(message))
         metrics.recommendations_total.labels(outcome.event.platform).inc()
         if produced_ms is not None:
             metrics.latency_ms.observe(now_ms - produced_ms)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from encoder.hf import TextEncoder, _batches, default_model_dir, is_decoder
 from fusionrec.errors import EncoderError
@@ -79,7 +75,7 @@ def test_model_id_changes_with_max_length(enc: TextEncoder) -> None:
 
 def test_bad_inputs_raise(enc: TextEncoder) -> None:
     with pytest.raises(EncoderError, match="single str"):
-        enc.encode("not a list")  # type: ignore[arg-type]
+        enc.encode("not a list")
     with pytest.raises(EncoderError, match="batch_size"):
         enc.encode(["x"], batch_size=0)
 
