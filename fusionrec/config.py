@@ -101,7 +101,7 @@ class WorkerConfig:
     top_k: int = setting(10, "FUSIONREC_TOP_K", "Recommendations per message.")
     batch_size: int = setting(512, "FUSIONREC_BATCH_SIZE", "Largest micro-batch taken from the stream.")
     batch_window_s: float = setting(
-        0.02, "FUSIONREC_BATCH_WINDOW_S", "Longest wait to fill a micro-batch (seconds)."
+        0.05, "FUSIONREC_BATCH_WINDOW_S", "Longest wait to fill a micro-batch (seconds)."
     )
     web_host: str = setting("127.0.0.1", "FUSIONREC_WEB_HOST", "Address the worker's HTTP endpoints bind.")
     web_port: int = setting(6066, "FUSIONREC_WEB_PORT", "Port of the worker's HTTP endpoints.")
@@ -121,6 +121,11 @@ class ModelConfig:
         "", "FUSIONREC_ENCODER_DIR", "Hugging Face model directory; empty = bundled all-MiniLM-L6-v2."
     )
     device: str = setting("auto", "FUSIONREC_DEVICE", "auto, cpu or cuda.")
+    index_threads: int = setting(
+        1,
+        "FUSIONREC_INDEX_THREADS",
+        "OpenMP threads of the FAISS CPU search (0 = FAISS default); one is fastest on small machines.",
+    )
     vector_cache_dir: str = setting(
         "~/.cache/fusionrec/vectors",
         "FUSIONREC_VECTOR_CACHE_DIR",

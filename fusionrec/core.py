@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUpsert, RecItem
@@ -207,54 +208,92 @@ class Recommender:
         return self.rank_many([(platform, query, frozenset(state.consumed))])[0]
 
     def explain_many(self, pending: Sequence[Pending], ranked: Sequence[list[tuple[str, float]]]) -> list[tuple[RecItem, ...]]:
-        """For each recommended item: the platform profile and the past items that pulled it up most."""
-        ids: dict[str, int] = {}
-        for p, items in zip(pending, ranked):
-            for item_id, _ in items:
-                ids.setdefault(item_id, len(ids))
-            for recent in p.recent.values():
-                for item_id in recent:
-                    if item_id in self.index:
-                        ids.setdefault(item_id, len(ids))
-        matrix = self.index.vectors_of(list(ids)) if ids else np.zeros((0, self.index.dim), np.float32)
-        return [self._explain_one(p, items, ids, matrix) for p, items in zip(pending, ranked)]
+        """For each recommended item: the platform profile and the past items that pulled it up most.
 
-    def _explain_one(
-        self, p: Pending, ranked: list[tuple[str, float]], rows: dict[str, int], matrix: Vector
-    ) -> tuple[RecItem, ...]:
-        if not ranked:
-            return ()
-        vectors = matrix[[rows[item_id] for item_id, _ in ranked]]
-        names = list(p.mix)
-        if not names:
-            reason = {"kind": "similar_to_last_item", "platform": p.event.platform, "because_of": [p.event.item_id]}
-            return tuple(RecItem(i, round(float(s), 6), p.event.platform, reason) for i, s in ranked)
-        directions = np.stack([p.mix[n][1] for n in names])
-        alphas = np.array([p.mix[n][0] for n in names], dtype=np.float32)
-        contributions = (vectors @ directions.T) * alphas  # (items, platforms)
-        best = contributions.argmax(axis=1)
-        because: dict[int, list[str]] = {}
-        for b, name in enumerate(names):  # the past items of the best platform most similar to each item
-            recent = [r for r in p.recent[name] if r in rows]
-            cols = np.flatnonzero(best == b)
-            if not recent or not len(cols):
+        Vectorised over the whole batch (events × items × platforms × recent items) so that the
+        per-event Python work is only building the messages.
+        """
+        if not pending:
+            return []
+        batch = ExplainBatch.build(pending, ranked, self.index)
+        contributions, best, top = batch.scores()
+        out: list[tuple[RecItem, ...]] = []
+        for b, (p, items) in enumerate(zip(pending, ranked)):
+            if not batch.names[b]:
+                reason = {"kind": "similar_to_last_item", "platform": p.event.platform, "because_of": [p.event.item_id]}
+                out.append(tuple(RecItem(i, round(s, 6), p.event.platform, reason) for i, s in items))
                 continue
-            sims = matrix[[rows[r] for r in recent]] @ vectors[cols].T  # (recent, items)
-            order = np.argsort(-sims, axis=0, kind="stable")[:3]
-            for j, col in enumerate(cols):
-                because[int(col)] = [recent[i] for i in order[:, j]]
-        items = []
-        for row, (item_id, score) in enumerate(ranked):
-            b = int(best[row])
-            reason: dict[str, object] = {
-                "kind": "similar_to_history",
-                "platform": names[b],
-                "contribution": round(float(contributions[row, b]), 4),
-            }
-            if row in because:
-                reason["because_of"] = because[row]
-            items.append(RecItem(item_id=item_id, score=round(float(score), 6), platform=p.event.platform, reason=reason))
-        return tuple(items)
+            recs = []
+            for k, (item_id, score) in enumerate(items):
+                j = int(best[b, k])
+                name = batch.names[b][j]
+                reason = {
+                    "kind": "similar_to_history",
+                    "platform": name,
+                    "contribution": round(float(contributions[b, k, j]), 4),
+                }
+                recent = batch.recent[b][j]
+                because = [recent[r] for r in top[b, k] if r < len(recent)]
+                if because:
+                    reason["because_of"] = because
+                recs.append(RecItem(item_id=item_id, score=round(score, 6), platform=p.event.platform, reason=reason))
+            out.append(tuple(recs))
+        return out
+
+
+@dataclass
+class ExplainBatch:
+    """Padded arrays for explaining a batch: rec vectors, platform directions, recent-item vectors."""
+
+    names: list[list[str]]
+    recent: list[list[list[str]]]
+    rec_vectors: Vector  # (B, K, d)
+    directions: Vector  # (B, P, d)
+    alphas: Vector  # (B, P), 0 for padding
+    recent_vectors: Vector  # (B, P, R, d)
+    recent_mask: npt.NDArray[np.bool_]  # (B, P, R)
+
+    @classmethod
+    def build(cls, pending: Sequence[Pending], ranked: Sequence[list[tuple[str, float]]], index: VectorIndexT) -> ExplainBatch:
+        names = [list(p.mix) for p in pending]
+        recent = [[[r for r in p.recent[n] if r in index] for n in names_b] for p, names_b in zip(pending, names)]
+        n_b, n_k = len(pending), max((len(r) for r in ranked), default=0)
+        n_p = max((len(n) for n in names), default=0) or 1
+        n_r = max((len(r) for rb in recent for r in rb), default=0) or 1
+        ids: dict[str, int] = {"": 0}  # row 0 of the matrix is padding
+        rec_rows = np.zeros((n_b, max(n_k, 1)), dtype=np.int64)
+        recent_rows = np.zeros((n_b, n_p, n_r), dtype=np.int64)
+        for b, items in enumerate(ranked):
+            for k, (item_id, _) in enumerate(items):
+                rec_rows[b, k] = ids.setdefault(item_id, len(ids))
+            for j, rs in enumerate(recent[b]):
+                for r, item_id in enumerate(rs):
+                    recent_rows[b, j, r] = ids.setdefault(item_id, len(ids))
+        dim = index.dim
+        matrix = np.zeros((len(ids), dim), dtype=np.float32)
+        if len(ids) > 1:
+            matrix[1:] = index.vectors_of(list(ids)[1:])
+        directions = np.zeros((n_b, n_p, dim), dtype=np.float32)
+        alphas = np.zeros((n_b, n_p), dtype=np.float32)
+        for b, p in enumerate(pending):
+            for j, name in enumerate(names[b]):
+                alphas[b, j], directions[b, j] = p.mix[name]
+        return cls(names, recent, matrix[rec_rows], directions, alphas, matrix[recent_rows], recent_rows > 0)
+
+    def scores(self) -> tuple[Vector, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per (event, item): contribution of each platform, the best platform, its top-3 recent items."""
+        contributions = np.matmul(self.rec_vectors, self.directions.transpose(0, 2, 1)) * self.alphas[:, None, :]
+        contributions = np.where(self.alphas[:, None, :] > 0, contributions, -np.inf)
+        best = contributions.argmax(axis=2)  # (B, K)
+        n_b, n_p, n_r, dim = self.recent_vectors.shape
+        flat = self.recent_vectors.reshape(n_b, n_p * n_r, dim)
+        sims = np.matmul(self.rec_vectors, flat.transpose(0, 2, 1)).reshape(n_b, -1, n_p, n_r)
+        chosen = np.take_along_axis(sims, best[:, :, None, None], axis=2)[:, :, 0, :]  # (B, K, R)
+        mask = np.take_along_axis(self.recent_mask[:, None, :, :], best[:, :, None, None], axis=2)[:, :, 0, :]
+        chosen = np.where(mask, chosen, -np.inf)
+        top = np.argsort(-chosen, axis=2, kind="stable")[:, :, :3]
+        top = np.where(np.take_along_axis(mask, top, axis=2), top, n_r)  # n_r marks "no item"
+        return contributions, best, top
 
 
 @dataclass(frozen=True, slots=True)

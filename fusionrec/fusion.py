@@ -172,7 +172,13 @@ def mix_vector(mix: Mapping[str, tuple[float, Vector]]) -> Vector | None:
     """``Σ α_p · û_p``, normalised; None when there is nothing to mix."""
     if not mix:
         return None
-    fused = sum(alpha * direction for alpha, direction in mix.values())
+    # alphas of a long-idle history are tiny (~1e-26 after 7 years at a 30-day half-life) and their
+    # squares underflowed float32, so the norm came out 0 (no vector) or wrong (a non-unit query);
+    # dividing by the largest |alpha| (the result is normalised anyway) and summing in float64 avoids it
+    scale = max(abs(alpha) for alpha, _ in mix.values())
+    if scale == 0.0:
+        return None
+    fused = sum((alpha / scale) * direction.astype(np.float64) for alpha, direction in mix.values())
     norm = float(np.linalg.norm(fused))
     if norm == 0.0:
         return None

@@ -88,6 +88,22 @@ class _Shard(Protocol):
     def export(self) -> tuple[IntIds, Vectors]: ...
 
 
+def set_search_threads(n: int) -> None:
+    """OpenMP threads FAISS uses for CPU search (process-wide).
+
+    On a 2-core machine shared with a broker and the event loop, one thread searches a batch of 512
+    queries over 8k items about 3x faster than two (measured: 45 ms against 168 ms).
+    """
+    faiss.omp_set_num_threads(n)
+    # micro-batches are often under faiss's BLAS threshold (20 queries), where this wheel's generic
+    # kernels take ~2-10 ms per query against ~0.1-0.3 ms through BLAS
+    faiss.cvar.distance_compute_blas_threshold = 1
+
+
+FIRST_OVERFETCH = 64
+"""Candidates fetched beyond ``k`` in the first pass of a search with exclusions."""
+
+
 class _IdMapShard:
     """CPU shard: ``IndexIDMap2(IndexFlatIP)``, so removal is real and vectors can be read back."""
 
@@ -348,11 +364,35 @@ class ItemIndex:
             self._require_items(platform)
             if k == 0:
                 continue
-            extra = max(len(excl[r]) for r in rows)
-            scores, ids = self._search_group(q[rows], k + extra, platform)
-            for j, r in enumerate(rows):
-                results[r] = self._assemble(scores[j], ids[j], k, excl[r])
+            self._search_rows(q, rows, k, platform, excl, results)
         return results
+
+    def _search_rows(
+        self,
+        q: Vectors,
+        rows: list[int],
+        k: int,
+        platform: str | None,
+        excl: list[set[str]],
+        results: list[list[tuple[str, float]]],
+    ) -> None:
+        """Search with a modest over-fetch first; only queries whose exclusions ate too many
+        candidates are searched again with room for all of their exclusions.
+
+        A person's consumed items sit close to their profile, so they crowd the top of the list; but
+        fetching ``k + |consumed|`` for everyone makes every search as slow as the heaviest user's.
+        """
+        fetch = k + min(max(len(excl[r]) for r in rows), max(2 * k, FIRST_OVERFETCH))
+        pending = rows
+        while pending:
+            scores, ids = self._search_group(q[pending], fetch, platform)
+            retry = []
+            for j, r in enumerate(pending):
+                results[r] = self._assemble(scores[j], ids[j], k, excl[r])
+                if len(results[r]) < k and len(excl[r]) > fetch - k:
+                    retry.append(r)  # some of the fetched were excluded: the list may be short wrongly
+            pending = retry
+            fetch = k + max((len(excl[r]) for r in retry), default=0)
 
     def _search_group(
         self, queries: Vectors, fetch: int, platform: str | None

@@ -49,8 +49,10 @@ def build_recommender(cfg: Config) -> Recommender:
     """The processing core with the configured encoder and an empty index."""
     from encoder.cache import CachedEncoder
     from encoder.hf import TextEncoder
-    from index.faiss_index import ItemIndex
+    from index.faiss_index import ItemIndex, set_search_threads
 
+    if cfg.model.index_threads > 0:
+        set_search_threads(cfg.model.index_threads)
     encoder: TextEncoderT = TextEncoder(cfg.model.encoder_dir or None, device=cfg.model.device)
     if cfg.model.vector_cache_dir:
         encoder = CachedEncoder(encoder, Path(cfg.model.vector_cache_dir).expanduser())
