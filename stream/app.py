@@ -7,8 +7,10 @@ Topology::
           (decode, validate, resolve person)    (person-state table)  └─> dlq
     items, identity ──> CatalogFollower (every worker reads every partition: the catalog is replicated)
 
-``ingest`` is stateless; it re-keys valid events by person so that ``recommend`` and the person-state
-table (with its changelog) are co-partitioned: a person's state lives on exactly one worker.
+``ingest`` is stateless; it routes valid events to the by-person partition of their person, so that
+``recommend`` and the person-state table (with its changelog) are co-partitioned: a person's state
+lives on exactly one worker.  Events travel to ``recommend`` in bundles (one Kafka message per
+partition per micro-batch): faust's per-message cost would otherwise exceed the work on the event.
 Both agents take micro-batches so that the index is searched once per batch.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from fusionrec.config import Config
 from fusionrec.contracts import (
@@ -43,6 +46,35 @@ from stream.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "build_recommender"]
+
+
+BUNDLES_PER_TAKE = 32
+"""Bundles of re-keyed events the recommend agent takes at once (each holds up to a micro-batch)."""
+MAX_BUNDLE_BYTES = 512 * 1024
+"""Kafka's default message.max.bytes is 1 MiB; bundles stay well under it."""
+
+
+def person_partition(person: str, partitions: int) -> int:
+    """The by-person partition of a person: Kafka's default partitioner (murmur2) on the person id.
+
+    The person-state table writes its changelog with the same partitioner (``use_partitioner``), so a
+    person's events and state share a partition number and therefore a worker.
+    """
+    return (murmur2(person.encode()) & 0x7FFFFFFF) % partitions
+
+
+def split_bundle(envelopes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Cut a partition's envelopes into bundles that each fit in one Kafka message."""
+    bundles: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for env in envelopes:
+        n = len(env["raw"]) * 2 + 200  # the raw bytes and the decoded fields, roughly
+        if bundles[-1] and size + n > MAX_BUNDLE_BYTES:
+            bundles.append([])
+            size = 0
+        bundles[-1].append(env)
+        size += n
+    return bundles
 
 
 def build_recommender(cfg: Config) -> Recommender:
@@ -134,6 +166,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         async for batch in stream.take_events(cfg.worker.batch_size, within=cfg.worker.batch_window_s):
             metrics.batch_size.labels("ingest").observe(len(batch))
             await catalog.ready.wait()  # identity links must be known before resolving persons
+            bundles: dict[int, list[dict[str, Any]]] = {}
             now = time.time()
             for ev in batch:
                 msg = ev.message
@@ -145,14 +178,21 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
                     await dead_letter(DeadLetter(exc.reason, exc.detail, msg.topic, msg.partition, msg.offset, ev.value or b""))
                     continue
                 metrics.events_total.labels(event.platform).inc()
-                envelope = {
-                    "e": event_fields(event),
-                    "src": [msg.topic, msg.partition, msg.offset],
-                    "raw": ev.value.decode(),  # valid JSON is UTF-8; kept for an exact dead letter later
-                    "pt": int(msg.timestamp * 1000) if msg.timestamp else None,
-                }
                 person = rec.identity.person_of(event)
-                await send(k.by_person_topic, person.encode(), orjson.dumps(envelope))
+                bundles.setdefault(person_partition(person, k.partitions), []).append(
+                    {
+                        "p": person,
+                        "e": event_fields(event),
+                        "src": [msg.topic, msg.partition, msg.offset],
+                        "raw": ev.value.decode(),  # valid JSON is UTF-8; kept for an exact dead letter later
+                        "pt": int(msg.timestamp * 1000) if msg.timestamp else None,
+                    }
+                )
+            for partition, envelopes in bundles.items():
+                for bundle in split_bundle(envelopes):
+                    await app.producer.send(
+                        k.by_person_topic, None, orjson.dumps(bundle), partition=partition, timestamp=None, headers=None
+                    )
 
     def load(person: str) -> PersonState | None:
         raw_state = states.get(person.encode())
@@ -164,21 +204,25 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     @app.agent(by_person)
     async def recommend(stream: Any) -> None:
         """Learn each event into its person's state and publish fresh top-K."""
-        async for batch in stream.take_events(cfg.worker.batch_size, within=cfg.worker.batch_window_s):
-            metrics.batch_size.labels("recommend").observe(len(batch))
+        async for batch in stream.take_events(BUNDLES_PER_TAKE, within=cfg.worker.batch_window_s):
             await catalog.ready.wait()
-            envelopes = [orjson.loads(ev.value) for ev in batch]
-            events = [BehaviorEvent(**env["e"]) for env in envelopes]
-            if any(e.item_id not in rec.index for e in events):
-                await catalog.sync(cfg.worker.catalog_wait_s)  # the item may be on its way
-            outcomes, rejections = rec.process(events, load, save)
-            for outcome in outcomes:
-                await publish(outcome, envelopes[outcome.position].get("pt"))
-            for rej in rejections:
-                topic, partition, offset = envelopes[rej.position]["src"]
-                payload = envelopes[rej.position]["raw"].encode()
-                await dead_letter(DeadLetter(rej.reason, rej.detail, topic, partition, offset, payload))
-            metrics.index_items.set(len(rec.index))
+            envelopes = [env for ev in batch for env in orjson.loads(ev.value)]
+            for start in range(0, len(envelopes), cfg.worker.batch_size):
+                await recommend_batch(envelopes[start : start + cfg.worker.batch_size])
+
+    async def recommend_batch(envelopes: list[dict[str, Any]]) -> None:
+        metrics.batch_size.labels("recommend").observe(len(envelopes))
+        events = [BehaviorEvent(**env["e"]) for env in envelopes]
+        if any(e.item_id not in rec.index for e in events):
+            await catalog.sync(cfg.worker.catalog_wait_s)  # the item may be on its way
+        outcomes, rejections = rec.process(events, load, save)
+        for outcome in outcomes:
+            await publish(outcome, envelopes[outcome.position].get("pt"))
+        for rej in rejections:
+            topic, partition, offset = envelopes[rej.position]["src"]
+            payload = envelopes[rej.position]["raw"].encode()
+            await dead_letter(DeadLetter(rej.reason, rej.detail, topic, partition, offset, payload))
+        metrics.index_items.set(len(rec.index))
 
     async def publish(outcome: Outcome, produced_ms: int | None) -> None:
         now_ms = int(time.time() * 1000)
