@@ -108,6 +108,11 @@ class WorkerConfig:
     data_dir: str = setting(
         "~/.cache/fusionrec/worker", "FUSIONREC_DATA_DIR", "Worker state directory (faust data, caches)."
     )
+    session_timeout_s: float = setting(
+        10.0,
+        "FUSIONREC_SESSION_TIMEOUT_S",
+        "Consumer group session timeout: how soon the partitions of a crashed worker move on.",
+    )
     catalog_wait_s: float = setting(
         5.0,
         "FUSIONREC_CATALOG_WAIT_S",

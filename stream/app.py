@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from mode.supervisors import CrashingSupervisor
 from aiokafka.partitioner import murmur2
 
 from fusionrec.config import Config
@@ -117,6 +118,8 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         stream_buffer_maxsize=max(4096, cfg.worker.batch_size * 4),
         broker_commit_every=cfg.worker.batch_size * 4,
         broker_commit_interval=1.0,
+        broker_session_timeout=cfg.worker.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, cfg.worker.session_timeout_s / 4),
     )
     rec = recommender or build_recommender(cfg)
     metrics = Metrics()
@@ -132,6 +135,8 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     states = app.Table(
         "person-state",
         partitions=k.partitions,
+        key_type=bytes,  # faust derives the store's and the recovery's (raw) serializers from these
+        value_type=bytes,
         schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
         use_partitioner=True,  # changelog partition = key partition, same as by-person
     )
@@ -160,7 +165,11 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         finally:
             await catalog.stop()
 
-    @app.agent(events_topic)
+    # An exception inside an agent must not be "handled" by restarting the agent: the batch it held would
+    # be acked and lost.  The worker exits instead, and its replacement replays from committed offsets.
+    crash = {"supervisor_strategy": CrashingSupervisor}
+
+    @app.agent(events_topic, **crash)
     async def ingest(stream: Any) -> None:
         """Decode and validate; re-key valid events by person; dead-letter the rest."""
         async for batch in stream.take_events(cfg.worker.batch_size, within=cfg.worker.batch_window_s):
@@ -201,11 +210,13 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     def save(person: str, state: PersonState) -> None:
         states[person.encode()] = state.to_bytes()
 
-    @app.agent(by_person)
+    @app.agent(by_person, **crash)
     async def recommend(stream: Any) -> None:
         """Learn each event into its person's state and publish fresh top-K."""
+        await catalog.ready.wait()
+        # the table picks changelog partitions eagerly, from the producer's metadata: have it first
+        await app.producer._ensure_producer().partitions_for(states.changelog_topic.get_topic_name())
         async for batch in stream.take_events(BUNDLES_PER_TAKE, within=cfg.worker.batch_window_s):
-            await catalog.ready.wait()
             envelopes = [env for ev in batch for env in orjson.loads(ev.value)]
             for start in range(0, len(envelopes), cfg.worker.batch_size):
                 await recommend_batch(envelopes[start : start + cfg.worker.batch_size])
