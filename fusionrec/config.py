@@ -113,6 +113,14 @@ class WorkerConfig:
         "FUSIONREC_SESSION_TIMEOUT_S",
         "Consumer group session timeout: how soon the partitions of a crashed worker move on.",
     )
+    checkpoint_dir: str = setting(
+        "", "FUSIONREC_CHECKPOINT_DIR", "Where checkpoints go; empty = <data_dir>/checkpoints."
+    )
+    checkpoint_every_events: int = setting(
+        20000, "FUSIONREC_CHECKPOINT_EVERY_EVENTS", "Write a checkpoint after this many events..."
+    )
+    checkpoint_every_s: float = setting(60.0, "FUSIONREC_CHECKPOINT_EVERY_S", "...or after this many seconds.")
+    checkpoint_keep: int = setting(3, "FUSIONREC_CHECKPOINT_KEEP", "Checkpoints kept (older ones are deleted).")
     catalog_wait_s: float = setting(
         5.0,
         "FUSIONREC_CATALOG_WAIT_S",
@@ -155,6 +163,12 @@ class ModelConfig:
     )
     max_recent_events: int = setting(
         256, "FUSIONREC_MAX_RECENT_EVENTS", "Recent event ids remembered per person (duplicate check)."
+    )
+    learn_publish_every: int = setting(
+        256,
+        "FUSIONREC_LEARN_PUBLISH_EVERY",
+        "Learned events between two publications of the online-learned model (weights, co-occurrence, "
+        "popularity) to the ranker; a batch is always ranked with one published model.",
     )
 
 

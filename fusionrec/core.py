@@ -7,7 +7,7 @@ and write person state; it returns recommendations and rejections (dead letters 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +15,9 @@ import numpy.typing as npt
 
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUpsert, RecItem
-from fusionrec.fusion import FusionParams, PersonState, event_weight, fused_vector, learn, mix_vector, platform_mix
+from fusionrec.fusion import FusionParams, PersonState, event_weight, learn, mix_vector, platform_mix
 from fusionrec.fusion import Vector
+from fusionrec.learning import OnlineLearner, RankRequest
 from fusionrec.protocols import TextEncoderT, VectorIndexT
 
 __all__ = ["Identity", "Rejection", "Outcome", "Recommender", "item_text_of"]
@@ -90,7 +91,15 @@ class Recommender:
     event's platform for the person with one batched index search.
     """
 
-    def __init__(self, cfg: Config, encoder: TextEncoderT, index: VectorIndexT, *, model_version: str | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        encoder: TextEncoderT,
+        index: VectorIndexT,
+        *,
+        model_version: str | None = None,
+        restrict_to_target_platform: bool = False,
+    ):
         self.cfg = cfg
         self.encoder = encoder
         self.index = index
@@ -103,6 +112,18 @@ class Recommender:
             max_recent_events=cfg.model.max_recent_events,
         )
         self.model_version = model_version or f"fusion-v1-{cfg.digest()}"
+        self.learner = OnlineLearner(encoder.dim, publish_every=cfg.model.learn_publish_every)
+        # ranking uses only the target platform's own history (the evaluator's ablation of fusion)
+        self.restrict_to_target_platform = restrict_to_target_platform
+
+    # --- learned parameters -------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str) -> None:
+        """The online-learned global parameters (safetensors) and a manifest naming the model."""
+        self.learner.save_checkpoint(directory, {"model_version": self.model_version, "config_digest": self.cfg.digest()})
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.learner.load_checkpoint(directory)
 
     # --- catalog ------------------------------------------------------------------------------------
 
@@ -118,8 +139,11 @@ class Recommender:
     def apply_item_changes(self, changes: ItemChanges, vectors: Vector) -> None:
         if changes.deletes:
             self.index.delete(changes.deletes)
+            self.learner.catalog.delete(changes.deletes)
         if changes.upserts:
-            self.index.upsert([m.item_id for m in changes.upserts], [m.platform for m in changes.upserts], vectors)
+            ids, platforms = [m.item_id for m in changes.upserts], [m.platform for m in changes.upserts]
+            self.index.upsert(ids, platforms, vectors)
+            self.learner.catalog.upsert(ids, platforms, np.asarray(vectors, dtype=np.float32))
 
     # --- events -------------------------------------------------------------------------------------
 
@@ -130,16 +154,22 @@ class Recommender:
             return "out_of_order", f"ts={event.ts} is older than the person's newest event ({state.last_ts}) beyond the allowed lateness"
         if event.item_id not in self.index:
             return "unknown_item", f"item {event.item_id!r} is not in the catalog"
+        if (owner := self.index.platform_of(event.item_id)) != event.platform:
+            # else it is learned into the wrong profile, and if the event's platform has no items yet the
+            # whole batch's search raises IndexNotReady
+            return "unknown_item", f"item {event.item_id!r} is in the catalog of {owner!r}, not {event.platform!r}"
         return None
 
     def learn_event(self, state: PersonState, event: BehaviorEvent, vector: Vector) -> None:
-        weights = self.cfg.model.event_weights
+        """Test-then-train the global learner on the event, then fold it into the person's state."""
+        weight = event_weight(event.event_type, event.value, self.cfg.model.event_weights)
+        self.learner.observe(self.request(state, event.platform, event.ts), event.item_id, event.ts, weight > 0)
         learn(
             state,
             platform=event.platform,
             item_id=event.item_id,
             vector=vector,
-            weight=event_weight(event.event_type, event.value, weights),
+            weight=weight,
             ts=event.ts,
             params=self.params,
             event_id=event.event_id,
@@ -150,8 +180,14 @@ class Recommender:
         events: Sequence[BehaviorEvent],
         load: Callable[[str], PersonState | None],
         save: Callable[[str, PersonState], None],
+        *,
+        rank: bool = True,
     ) -> tuple[list[Outcome], list[Rejection]]:
-        """Learn a micro-batch of events in order and rank fresh items for each accepted one."""
+        """Learn a micro-batch of events in order and rank fresh items for each accepted one.
+
+        ``rank=False`` learns only (the offline evaluator replays history that way).
+        """
+        self.learner.maybe_publish()  # a batch is ranked with one published model
         rejections: list[Rejection] = []
         pending: list[Pending] = []
         states: dict[str, PersonState] = {}
@@ -166,11 +202,13 @@ class Recommender:
                 rejections.append(Rejection(position, event, *rejected))
                 continue
             self.learn_event(state, event, item_vectors[event.item_id])
+            if not rank:
+                continue
             # a person with no positive history yet is served items like the one just touched
             pending.append(self.snapshot(position, event, person, state, fallback=item_vectors[event.item_id]))
         for person, state in states.items():
             save(person, state)
-        ranked = self.rank_many([(p.event.platform, p.query, p.consumed) for p in pending])
+        ranked = self.learner.rank([p.request for p in pending], self.cfg.worker.top_k)
         outcomes = [
             Outcome(p.position, p.event, p.person_id, items)
             for p, items in zip(pending, self.explain_many(pending, ranked))
@@ -181,31 +219,48 @@ class Recommender:
         self, position: int, event: BehaviorEvent, person: str, state: PersonState, *, fallback: Vector
     ) -> Pending:
         """Freeze what ranking and explaining need, as of this event (later events may change the state)."""
-        mix = platform_mix(state, event.platform, event.ts, self.params)
+        mix = self.mix(state, event.platform, event.ts)
         query = mix_vector(mix)
         recent = {name: tuple(state.profiles[name].recent) for name in mix}
-        return Pending(position, event, person, query if query is not None else fallback, frozenset(state.consumed), mix, recent)
+        request = self.request(state, event.platform, event.ts, mix=mix, fallback=fallback)
+        return Pending(position, event, person, query if query is not None else fallback, request.consumed, mix, recent, request)
 
     # --- ranking ------------------------------------------------------------------------------------
 
-    def rank_many(self, requests: Sequence[tuple[str, Vector, Set[str]]]) -> list[list[tuple[str, float]]]:
-        """One index search for many (platform, query vector, consumed items) requests."""
-        if not requests:
-            return []
-        queries = np.stack([q for _, q, _ in requests]).astype(np.float32)
-        return self.index.search(
-            queries,
-            self.cfg.worker.top_k,
-            platforms=[p for p, _, _ in requests],
-            exclude=[c for _, _, c in requests],  # type: ignore[misc]
-        )
+    def mix(self, state: PersonState, platform: str, now: float) -> dict[str, tuple[float, Vector]]:
+        mix = platform_mix(state, platform, now, self.params)
+        if self.restrict_to_target_platform:
+            mix = {name: m for name, m in mix.items() if name == platform}
+        return mix
 
-    def rank(self, state: PersonState, platform: str, now: float) -> list[tuple[str, float]]:
+    def request(
+        self,
+        state: PersonState,
+        platform: str,
+        now: float,
+        *,
+        mix: dict[str, tuple[float, Vector]] | None = None,
+        fallback: Vector | None = None,
+    ) -> RankRequest:
+        """What the learner needs to rank ``platform`` for this person as of ``now`` (a frozen copy)."""
+        mix = self.mix(state, platform, now) if mix is None else mix
+        fused = mix_vector(mix)
+        own = mix_vector({platform: mix[platform]}) if platform in mix else None
+        seq = tuple(state.seq)
+        if self.restrict_to_target_platform:
+            seq = tuple(i for i in seq if self.index.platform_of(i) == platform)
+        return RankRequest(platform, fused if fused is not None else fallback, own, seq, frozenset(state.consumed))
+
+    def rank_requests(self, requests: Sequence[RankRequest], k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (default top_k) ``(item_id, score)`` per request, excluding consumed items."""
+        return self.learner.rank(requests, k or self.cfg.worker.top_k)
+
+    def rank(self, state: PersonState, platform: str, now: float, k: int | None = None) -> list[tuple[str, float]]:
         """Top-K of ``platform`` for a person as of ``now`` (used by the evaluator: rank, then learn)."""
-        query = fused_vector(state, platform, now, self.params)
-        if query is None:
+        request = self.request(state, platform, now)
+        if request.fused is None:
             return []
-        return self.rank_many([(platform, query, frozenset(state.consumed))])[0]
+        return self.rank_requests([request], k)[0]
 
     def explain_many(self, pending: Sequence[Pending], ranked: Sequence[list[tuple[str, float]]]) -> list[tuple[RecItem, ...]]:
         """For each recommended item: the platform profile and the past items that pulled it up most.
@@ -283,7 +338,10 @@ class ExplainBatch:
     def scores(self) -> tuple[Vector, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Per (event, item): contribution of each platform, the best platform, its top-3 recent items."""
         contributions = np.matmul(self.rec_vectors, self.directions.transpose(0, 2, 1)) * self.alphas[:, None, :]
-        contributions = np.where(self.alphas[:, None, :] > 0, contributions, -np.inf)
+        # mask only the padding (all-zero directions): a real platform may have alpha <= 0 (a platform
+        # weight of 0 or below), and masking it gave a -inf contribution, sent as null
+        real = np.any(self.directions != 0, axis=2)  # (B, P)
+        contributions = np.where(real[:, None, :], contributions, -np.inf)
         best = contributions.argmax(axis=2)  # (B, K)
         n_b, n_p, n_r, dim = self.recent_vectors.shape
         flat = self.recent_vectors.reshape(n_b, n_p * n_r, dim)
@@ -307,6 +365,7 @@ class Pending:
     consumed: frozenset[str]
     mix: dict[str, tuple[float, Vector]]
     recent: dict[str, tuple[str, ...]]
+    request: RankRequest
 
 
 def now_ms() -> int:

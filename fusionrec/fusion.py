@@ -11,7 +11,7 @@ History on platform A therefore shapes what is recommended on platform B.
     >>> s = PersonState.new("p1")
     >>> learn(s, platform="shop", item_id="i1", vector=np.array([1, 0], np.float32), weight=1.0, ts=0.0, params=params)
     >>> learn(s, platform="video", item_id="v1", vector=np.array([0, 1], np.float32), weight=1.0, ts=0.0, params=params)
-    >>> np.round(fused_vector(s, "shop", now=0.0, params=params), 3).tolist()
+    >>> [round(float(x), 3) for x in fused_vector(s, "shop", now=0.0, params=params)]
     [0.894, 0.447]
 """
 
@@ -30,6 +30,8 @@ Vector = npt.NDArray[np.float32]
 __all__ = ["FusionParams", "PlatformProfile", "PersonState", "learn", "fused_vector", "mix_vector", "platform_mix", "event_weight"]
 
 RECENT_PER_PLATFORM = 20
+SEQUENCE_LENGTH = 20
+"""Most recent positively-weighted items of a person across all platforms, oldest first."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class PersonState:
     consumed: dict[str, None]  # insertion-ordered set, bounded
     recent_events: dict[str, None]  # insertion-ordered set of event ids, bounded (idempotence)
     last_ts: float = float("-inf")
+    seq: list[str] = field(default_factory=list)  # recent positive items, all platforms, oldest first
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -71,6 +74,7 @@ class PersonState:
                 "t": self.last_ts if np.isfinite(self.last_ts) else None,
                 "c": list(self.consumed),
                 "e": list(self.recent_events),
+                "s": self.seq,
                 "pr": {
                     name: {"v": _pack(pr.vec), "m": pr.mass, "t": pr.ts, "r": pr.recent, "n": pr.n}
                     for name, pr in self.profiles.items()
@@ -86,7 +90,7 @@ class PersonState:
             for name, p in obj["pr"].items()
         }
         last_ts = obj["t"] if obj["t"] is not None else float("-inf")
-        return cls(obj["p"], profiles, dict.fromkeys(obj["c"]), dict.fromkeys(obj["e"]), last_ts)
+        return cls(obj["p"], profiles, dict.fromkeys(obj["c"]), dict.fromkeys(obj["e"]), last_ts, list(obj.get("s", [])))
 
 
 def _pack(vec: Vector) -> str:
@@ -143,6 +147,11 @@ def learn(
     profile.recent.append(item_id)
     del profile.recent[:-RECENT_PER_PLATFORM]
     _remember(state.consumed, item_id, params.max_consumed)
+    if weight > 0:
+        if item_id in state.seq:
+            state.seq.remove(item_id)
+        state.seq.append(item_id)
+        del state.seq[:-SEQUENCE_LENGTH]
     if event_id is not None:
         _remember(state.recent_events, event_id, params.max_recent_events)
     state.last_ts = max(state.last_ts, ts)

@@ -40,6 +40,8 @@ from fusionrec.errors import ValidationError
 from fusionrec.fusion import PersonState
 from fusionrec.protocols import TextEncoderT
 from stream.catalog import CatalogFollower
+from stream.checkpointing import WorkerCheckpointer
+from stream.dashboard import install_ops
 from stream.kafka_settings import faust_broker_credentials
 from stream.metrics import Metrics
 from stream.topics import ensure_topics
@@ -125,6 +127,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     metrics = Metrics()
     app.fusionrec_metrics = metrics  # type: ignore[attr-defined]
     app.fusionrec_recommender = rec  # type: ignore[attr-defined]
+    online_recall = install_ops(app, cfg, metrics, rec)  # encoder/index timings, lag, model version, /dashboard
     k = cfg.kafka
 
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -210,16 +213,30 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     def save(person: str, state: PersonState) -> None:
         states[person.encode()] = state.to_bytes()
 
+    checkpointer = WorkerCheckpointer(cfg, rec)
+    app.fusionrec_checkpointer = checkpointer  # type: ignore[attr-defined]
+
     @app.agent(by_person, **crash)
     async def recommend(stream: Any) -> None:
         """Learn each event into its person's state and publish fresh top-K."""
         await catalog.ready.wait()
         # the table picks changelog partitions eagerly, from the producer's metadata: have it first
         await app.producer._ensure_producer().partitions_for(states.changelog_topic.get_topic_name())
+        checkpointer.restore()  # learned parameters need the catalog loaded first
         async for batch in stream.take_events(BUNDLES_PER_TAKE, within=cfg.worker.batch_window_s):
             envelopes = [env for ev in batch for env in orjson.loads(ev.value)]
             for start in range(0, len(envelopes), cfg.worker.batch_size):
                 await recommend_batch(envelopes[start : start + cfg.worker.batch_size])
+            for ev in batch:
+                checkpointer.processed(ev.message.topic, ev.message.partition, ev.message.offset, 0)
+            checkpointer.events_since += len(envelopes)
+            if checkpointer.due():
+                await checkpointer.checkpoint_flush_commit(app.producer.flush, lambda: app.commit(None))
+
+    @app.on_before_shutdown.connect
+    async def checkpoint_on_shutdown(app: Any, **kwargs: Any) -> None:
+        if checkpointer.events_since:
+            checkpointer.write()
 
     async def recommend_batch(envelopes: list[dict[str, Any]]) -> None:
         metrics.batch_size.labels("recommend").observe(len(envelopes))
@@ -251,6 +268,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
         metrics.recommendations_total.labels(outcome.event.platform).inc()
         if produced_ms is not None:
             metrics.latency_ms.observe(now_ms - produced_ms)
+        online_recall.observe(outcome.person_id, outcome.event.platform, outcome.event.item_id, [i.item_id for i in outcome.items])
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

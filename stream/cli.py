@@ -1,4 +1,4 @@
-"""``fusionrec`` command line: kafka, worker, replay, tail, config, demo."""
+"""``fusionrec`` command line: kafka, worker, replay, tail, config, demo, lag, dashboard, eval, bench."""
 
 from __future__ import annotations
 
@@ -85,6 +85,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dataset, rate=args.rate, limit=args.limit, show=args.show, keep_broker=args.keep_broker)
 
 
+def cmd_lag(args: argparse.Namespace) -> int:
+    import time
+
+    from stream.lag import format_lag, read_lag, worker_lag_topics
+
+    cfg = load_config(args.config)
+    group = args.group or cfg.worker.app_id
+    topics = args.topics.split(",") if args.topics else worker_lag_topics(cfg)
+    while True:
+        rows = asyncio.run(read_lag(cfg.kafka, group, topics))
+        if args.json:
+            print(json.dumps([r.__dict__ for r in rows]), flush=True)
+        else:
+            print(f"{time.strftime('%H:%M:%S')}  consumer lag of group {group!r} (total {sum(r.lag for r in rows)})")
+            print(format_lag(rows), flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from stream.dashboard import DashboardServer
+
+    cfg = load_config(args.config)
+    targets = args.targets.split(",") if args.targets else [f"http://127.0.0.1:{cfg.worker.web_port}/metrics"]
+    server = DashboardServer(cfg, targets, group=args.group, host=args.host, port=args.port, interval_s=args.interval)
+    print(f"dashboard: http://{args.host}:{args.port}/dashboard  metrics: http://{args.host}:{args.port}/metrics", flush=True)
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fusionrec.evaluation import EvalOptions, evaluate
+    from fusionrec.evaluation.report import format_table
+
+    cfg = load_config(args.config)
+    options = EvalOptions(
+        limit_users=args.limit_users,
+        restrict_to_target_platform=args.restrict_to_target_platform,
+        sasrec=not args.no_sasrec,
+        sasrec_epochs=args.sasrec_epochs,
+    )
+    report = evaluate(cfg, args.dataset, options)
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream.bench.report import BenchOptions, run_bench
+
+    def ints(text: str) -> tuple[int, ...]:
+        return tuple(int(float(x)) for x in text.split(",") if x)
+
+    options = BenchOptions(
+        dataset=args.dataset,
+        device=args.device,
+        quick=args.quick,
+        skip_e2e=args.skip_e2e,
+        index_sizes=ints(args.index_sizes) if args.index_sizes else None,
+        only=tuple(args.only.split(",")) if args.only else (),
+        e2e_workers=ints(args.e2e_workers),
+        e2e_loads=tuple(float(x) for x in args.e2e_loads.split(",") if x),
+        e2e_phase_s=args.e2e_phase_s,
+        profile_dir=args.profile,
+    )
+    report = run_bench(options, out=args.json, log=lambda line: print(line, flush=True))
+    if not args.json:
+        print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusionrec", description="Streaming multi-platform recommender.")
     p.add_argument("--config", help="TOML config file (default: $FUSIONREC_CONFIG)")
@@ -126,6 +203,43 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--show", type=int, default=12, help="recommendations to print")
     d.add_argument("--keep-broker", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    lg = sub.add_parser("lag", help="consumer lag per group, topic and partition, read from the broker")
+    lg.add_argument("--group", default=None, help="consumer group (default: the worker's app id)")
+    lg.add_argument("--topics", default=None, help="comma-separated topics (default: events topics + by-person)")
+    lg.add_argument("--watch", type=float, default=0.0, help="repeat every N seconds")
+    lg.add_argument("--json", action="store_true", help="one JSON array of rows per reading")
+    lg.set_defaults(func=cmd_lag)
+
+    db = sub.add_parser("dashboard", help="serve the lag dashboard and lag metrics for a group of workers")
+    db.add_argument("--targets", default=None, help="comma-separated worker /metrics URLs (default: this host's worker)")
+    db.add_argument("--group", default=None, help="consumer group (default: the worker's app id)")
+    db.add_argument("--host", default="127.0.0.1")
+    db.add_argument("--port", type=int, default=6060)
+    db.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
+    db.set_defaults(func=cmd_dashboard)
+    ev = sub.add_parser("eval", help="offline replay evaluation of the core against baselines (no Kafka)")
+    ev.add_argument("--dataset", required=True, help="dataset folder (items.tsv.gz, events.tsv.gz)")
+    ev.add_argument("--json", default=None, help="write the full report to this file")
+    ev.add_argument("--limit-users", type=int, default=None, help="only the first N users (for a quick run)")
+    ev.add_argument("--restrict-to-target-platform", action="store_true", help="rank with the target platform's history only")
+    ev.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline (faster)")
+    ev.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec training epochs (default 30, capped at 300 s)")
+    ev.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="throughput, latency and memory benchmarks (encoder, index, core, end to end)")
+    b.add_argument("--json", default=None, help="write the figures to this file")
+    b.add_argument("--dataset", default=os.path.join("data", "movielens-small"))
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    b.add_argument("--skip-e2e", action="store_true", help="no broker, no worker processes")
+    b.add_argument("--only", default=None, help="comma-separated subset of core,encoder,index,e2e")
+    b.add_argument("--index-sizes", default=None, help="items per index benchmark (default 10000,100000,1000000)")
+    b.add_argument("--e2e-workers", default="1,2", help="worker process counts to run end to end")
+    b.add_argument("--e2e-loads", default="1000,5000", help="offered events/s for the latency phases")
+    b.add_argument("--e2e-phase-s", type=float, default=15.0, help="seconds each offered-load phase publishes")
+    b.add_argument("--profile", default=None, help="py-spy the worker during saturation; raw stacks go to this folder")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,9 +1,21 @@
 """Prometheus metrics of a worker: one module, units in the names, ms-scale latency buckets.
 
-A ``Metrics`` object owns its own registry, so several apps (tests) never collide.
+A ``Metrics`` object owns its own registry, so several apps (tests) never collide.  Besides the
+metrics themselves this module holds the cheap helpers that feed them: timing proxies around the
+encoder and the index (``instrument``) and the online Recall@10 of test-then-train (``OnlineRecall``).
+
+Every name the workers export (``exported_names``) is what dashboards may query; the tests check the
+Grafana dashboard against it.
 """
 
 from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -34,6 +46,233 @@ class Metrics:
             "fusionrec_batch_size_events", "Events per micro-batch.", ["stage"], buckets=SIZE_BUCKETS, registry=r
         )
         self.index_items = Gauge("fusionrec_index_items", "Items in the index.", registry=r)
+        self.consumer_lag = Gauge(
+            "fusionrec_consumer_lag_messages",
+            "Log end offset minus the group's committed offset, read from the broker.",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.lag_read_errors = Counter(
+            "fusionrec_consumer_lag_read_errors_total", "Failed readings of the consumer lag.", registry=r
+        )
+        self.encoder_batch_ms = Histogram(
+            "fusionrec_encoder_batch_ms", "Time to encode one batch of item texts, milliseconds.", buckets=MS_BUCKETS, registry=r
+        )
+        self.encoder_texts = Counter("fusionrec_encoder_texts_total", "Item texts encoded.", registry=r)
+        self.index_op_ms = Histogram(
+            "fusionrec_index_op_ms",
+            "Time of one item-index call (search, vectors_of, upsert, delete), milliseconds.",
+            ["op"],
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.rank_batch_ms = Histogram(
+            "fusionrec_rank_batch_ms",
+            "Time to rank one micro-batch of requests (top-K retrieval and scoring), milliseconds.",
+            buckets=MS_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "fusionrec_model_info", "The model version serving recommendations (value 1).", ["model_version"], registry=r
+        )
+        self.model_version: str | None = None
+        self._last_checkpoint: float | None = None
+        self._checkpoint_age_source: Callable[[], float | None] | None = None
+        self.checkpoint_age = Gauge(
+            "fusionrec_checkpoint_age_seconds",
+            "Seconds since the last continual-learning checkpoint (NaN until there is one).",
+            registry=r,
+        )
+        self.checkpoint_age.set_function(self._checkpoint_age)
+        self.recall_hits = Counter(
+            "fusionrec_online_recall_hits_total",
+            "Events whose item was in the person's previous top-10 on that platform (test-then-train).",
+            registry=r,
+        )
+        self.recall_trials = Counter(
+            "fusionrec_online_recall_trials_total",
+            "Events scored by the online Recall@10 (the person had a previous recommendation on that platform).",
+            registry=r,
+        )
+        self.online_recall = Gauge(
+            "fusionrec_online_recall_at_10",
+            "Online Recall@10 over the last scored events (test-then-train; NaN before the first).",
+            registry=r,
+        )
+        self.online_recall.set(math.nan)
+
+    def set_model_version(self, version: str) -> None:
+        """Exactly one model_version series, with value 1."""
+        self.model_version = version
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)
+
+    def checkpointed(self, at: float | None = None) -> None:
+        """Call when a checkpoint was written (wall-clock seconds; default now)."""
+        self._last_checkpoint = time.time() if at is None else at
+
+    def checkpoint_age_from(self, source: Callable[[], float | None]) -> None:
+        """Read the checkpoint age from ``source`` at each scrape (None: no checkpoint yet)."""
+        self._checkpoint_age_source = source
+
+    def _checkpoint_age(self) -> float:
+        if self._checkpoint_age_source is not None:
+            age = self._checkpoint_age_source()
+            return math.nan if age is None else max(0.0, age)
+        return math.nan if self._last_checkpoint is None else max(0.0, time.time() - self._last_checkpoint)
+
+    def set_lag(self, rows: Iterable[Any]) -> None:
+        """Replace the lag series with one reading (``stream.lag.LagRow`` objects)."""
+        self.consumer_lag.clear()
+        for row in rows:
+            self.consumer_lag.labels(row.group, row.topic, str(row.partition)).set(row.lag)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def exported_names(self) -> set[str]:
+        return exported_names(self.registry)
+
+
+def exported_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name the registry can export (even before a labelled metric has its first series)."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+class OnlineRecall:
+    """Test-then-train Recall@10, cheap enough for every event.
+
+    Before an event is learned, was its item in the top-10 last published to that person on that
+    platform?  The last lists are kept for the most recently active ``max_people`` (person,
+    platform) pairs; the gauge is the hit rate over the last ``window`` scored events.
+    """
+
+    K = 10
+
+    def __init__(self, metrics: Metrics, *, max_people: int = 100_000, window: int = 1000) -> None:
+        self.metrics = metrics
+        self.max_people = max_people
+        self._last: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._window: deque[bool] = deque(maxlen=window)
+        self._hits_in_window = 0
+
+    def observe(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
+        """Score the event against the previous list, then remember this event's list.  None: not scored."""
+        key = (person, platform)
+        previous = self._last.pop(key, None)
+        self._last[key] = frozenset(recommended[: self.K])
+        if len(self._last) > self.max_people:
+            self._last.popitem(last=False)
+        if previous is None:
+            return None
+        hit = item_id in previous
+        if len(self._window) == self._window.maxlen:
+            self._hits_in_window -= self._window[0]
+        self._window.append(hit)
+        self._hits_in_window += hit
+        self.metrics.recall_trials.inc()
+        if hit:
+            self.metrics.recall_hits.inc()
+        self.metrics.online_recall.set(self._hits_in_window / len(self._window))
+        return hit
+
+
+class _TimedEncoder:
+    """The encoder, with each ``encode`` call timed (it runs in an executor thread: metrics are thread-safe)."""
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._inner.encode(texts, *args, **kwargs)
+        finally:
+            self._metrics.encoder_batch_ms.observe((time.perf_counter() - t0) * 1000)
+            self._metrics.encoder_texts.inc(len(texts))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _TimedIndex:
+    """The item index, with its search, lookup and write calls timed."""
+
+    _TIMED = ("search", "vectors_of", "upsert", "delete")
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in self._TIMED:
+            return attr
+        histogram = self._metrics.index_op_ms.labels(name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                histogram.observe((time.perf_counter() - t0) * 1000)
+
+        return timed
+
+
+def _timed_call(fn: Callable[..., Any], histogram: Histogram) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            histogram.observe((time.perf_counter() - t0) * 1000)
+
+    timed.fusionrec_hooked = True  # type: ignore[attr-defined]
+    return timed
+
+
+def instrument(recommender: Any, metrics: Metrics) -> None:
+    """Time the recommender's encoder, index and ranking calls, export its model version, and restart
+    the checkpoint age whenever its ``save_checkpoint`` succeeds (idempotent)."""
+    if not isinstance(recommender.encoder, _TimedEncoder):
+        recommender.encoder = _TimedEncoder(recommender.encoder, metrics)
+    if not isinstance(recommender.index, _TimedIndex):
+        recommender.index = _TimedIndex(recommender.index, metrics)
+    # whichever ranks a micro-batch: the learner's rank (the core calls it directly), else the core's own
+    for owner, name in ((getattr(recommender, "learner", None), "rank"), (recommender, "rank_requests"), (recommender, "rank_many")):
+        rank = getattr(owner, name, None) if owner is not None else None
+        if callable(rank):
+            if not getattr(rank, "fusionrec_hooked", False):
+                setattr(owner, name, _timed_call(rank, metrics.rank_batch_ms))
+            break
+    save = getattr(recommender, "save_checkpoint", None)
+    if callable(save) and not getattr(save, "fusionrec_hooked", False):
+
+        def save_checkpoint(*args: Any, **kwargs: Any) -> Any:
+            result = save(*args, **kwargs)
+            metrics.checkpointed()
+            return result
+
+        save_checkpoint.fusionrec_hooked = True  # type: ignore[attr-defined]
+        recommender.save_checkpoint = save_checkpoint
+    metrics.set_model_version(recommender.model_version)

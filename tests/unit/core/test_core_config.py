@@ -113,7 +113,12 @@ def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("shop", ("shop",)), ("shop,video", ("shop", "video")), (" shop , video ,, ", ("shop", "video")), ("a-b,c_d", ("a-b", "c_d"))],
+    [
+        ("shop", ("shop",)),
+        ("shop,video", ("shop", "video")),
+        (" shop , video ,, ", ("shop", "video")),
+        ("a-b,c_d", ("a-b", "c_d")),
+    ],
 )
 def test_tuple_from_env(raw: str, expected: tuple[str, ...]) -> None:
     assert load_config(env={"FUSIONREC_PLATFORMS": raw}).platforms == expected

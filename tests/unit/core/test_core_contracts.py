@@ -459,13 +459,19 @@ json_scalars = (
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=40)
+    | st.text(max_size=30)
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
-    max_leaves=40,
-)
+
+
+def nested(max_leaves: int) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        json_scalars,
+        lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+        max_leaves=max_leaves,
+    )
+
+
+json_values = nested(25)
 
 
 def dumps(value: Any) -> bytes:
@@ -483,7 +489,7 @@ def test_fuzz_arbitrary_json_values(value: Any) -> None:
 
 EVENT_FIELDS = sorted(set(VALID_EVENT) | {"extra"})
 field_values = (
-    json_values
+    nested(6)
     | st.sampled_from(["", " ", "shop", "video", "tv", "click", "rating", "x" * 300, "\x00", "é"])
     | st.floats(min_value=-1e12, max_value=1e12)
     | st.sampled_from([NOW, NOW + 300, NOW + 301, -0.0, 0, 1, 2, True, False])

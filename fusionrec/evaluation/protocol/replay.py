@@ -1,0 +1,255 @@
+"""The offline protocol: replay a dataset folder through the processing core, in time order.
+
+History events are learned with ``Recommender.process(..., rank=False)``, the same code the stream
+workers run.  At a ``target`` event the person's *target group* (all of that person's targets with
+the same ``ts``: their mutual order is unknown) is ranked before any of them is learned: for each
+platform of the group, the items of that platform are ranked for the person as of that moment,
+excluding every item the person already interacted with; then the targets are learned.
+
+Counting: every target counts once.  When a group has several targets on one platform, they share
+one ranking, and each target is scored against that ranking with the *other* targets of its group
+removed from it (single relevant item per target; the others are neither hits nor misses for it).
+
+Consecutive target groups (with no history event between them in the file) are ranked as one batch
+before any of them is learned: a target never influences the ranking of another target of the same
+batch (no leak; at most a little information is withheld).  The online learner publishes its
+parameters at the start of a batch exactly as in the worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusionrec.config import Config
+from fusionrec.contracts import BehaviorEvent, IdentityLink
+from fusionrec.core import Recommender
+from fusionrec.dataset import DatasetEvent, read_events, read_items
+from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
+from fusionrec.evaluation.metrics import KS, MetricSet
+from fusionrec.fusion import PersonState
+
+__all__ = ["EvalOptions", "evaluate", "replay", "ReplayResult"]
+
+log = logging.getLogger(__name__)
+MODEL = "model"
+ITEM_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    limit_users: int | None = None
+    restrict_to_target_platform: bool = False
+    sasrec: bool = True
+    sasrec_epochs: int | None = None
+    baselines: bool = True
+    k: int = max(KS)
+
+
+@dataclass
+class ReplayResult:
+    dataset: str
+    targets: int = 0
+    seconds: float = 0.0
+    # slice name -> method name -> metrics
+    slices: dict[str, dict[str, MetricSet]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(MetricSet)))
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_dataset(folder: str | Path, limit_users: int | None) -> list[DatasetEvent]:
+    events = list(read_events(folder))
+    if limit_users:
+        keep: set[str] = set()
+        for de in events:
+            if len(keep) >= limit_users:
+                break
+            keep.add(de.event.user_id)
+        events = [de for de in events if de.event.user_id in keep]
+    return events
+
+
+def person_of_user(user_id: str) -> str:
+    """Dataset user ids name one person across platforms (the identity links say so)."""
+    return f"u:{user_id}"
+
+
+def replay(
+    rec: Recommender,
+    events: list[DatasetEvent],
+    baselines: list[Baseline],
+    *,
+    k: int = max(KS),
+    on_rank: Callable[[list[tuple[str, BehaviorEvent]]], None] | None = None,
+) -> ReplayResult:
+    """Run the protocol over ``events`` (items already in ``rec``); metrics per slice and method.
+
+    ``on_rank`` (for tests) is called with the (person, target event) pairs just before they are ranked.
+    """
+    result = ReplayResult(dataset="")
+    states: dict[str, PersonState] = {}
+    seen_items: set[str] = set()  # items anyone interacted with, as learned so far
+    linked: set[tuple[str, str]] = set()
+    group_of: dict[tuple[str, float], list[int]] = defaultdict(list)
+    for n, de in enumerate(events):
+        if de.role == "target":
+            group_of[(de.event.user_id, de.event.ts)].append(n)
+    ranked_groups: set[tuple[str, float]] = set()
+    rejected: dict[str, int] = defaultdict(int)
+
+    def link(event: BehaviorEvent) -> None:
+        key = (event.platform, event.user_id)
+        if key not in linked:
+            rec.identity.link(IdentityLink(event.platform, event.user_id, person_of_user(event.user_id)))
+            linked.add(key)
+
+    def learn(batch: list[BehaviorEvent]) -> None:
+        if not batch:
+            return
+        for e in batch:
+            link(e)
+        _, rejections = rec.process(batch, states.get, states.__setitem__, rank=False)
+        bad = {r.position for r in rejections}
+        for r in rejections:
+            rejected[r.reason] += 1
+        weights = rec.cfg.model.event_weights
+        from fusionrec.fusion import event_weight
+
+        for pos, e in enumerate(batch):
+            if pos in bad:
+                continue
+            positive = event_weight(e.event_type, e.value, weights) > 0
+            person = rec.identity.person_of(e)
+            for b in baselines:
+                b.learn(person, e.item_id, e.ts, positive)
+            seen_items.add(e.item_id)
+
+    def rank_groups(groups: list[tuple[str, float]]) -> None:
+        rec.learner.maybe_publish()  # as at the start of a worker batch
+        requests = []  # (person, platform, ts, target events of the group on that platform, state facts)
+        for key in groups:
+            members = [events[n].event for n in group_of[key]]
+            for e in members:
+                link(e)
+            person = rec.identity.person_of(members[0])
+            if on_rank is not None:
+                on_rank([(person, e) for e in members])
+            state = states.get(person) or PersonState.new(person)
+            by_platform: dict[str, list[BehaviorEvent]] = defaultdict(list)
+            for e in members:
+                if e.item_id in rec.index and rec.index.platform_of(e.item_id) == e.platform:
+                    by_platform[e.platform].append(e)
+                else:
+                    rejected["unknown_item"] += 1
+            for platform, targets in by_platform.items():
+                cross = any(name != platform and p.n > 0 for name, p in state.profiles.items())
+                requests.append((person, platform, targets[0].ts, targets, state, cross))
+        if not requests:
+            return
+        kk = k + max(len(r[3]) for r in requests) - 1
+        model_reqs = [rec.request(state, platform, ts) for person, platform, ts, _, state, _ in requests]
+        usable = [n for n, r in enumerate(model_reqs) if r.fused is not None]
+        ranked_model: list[list[str]] = [[] for _ in requests]
+        for n, items in zip(usable, rec.rank_requests([model_reqs[n] for n in usable], kk)):
+            ranked_model[n] = [i for i, _ in items]
+        lists: dict[str, list[list[str]]] = {MODEL: ranked_model}
+        base_reqs = [BaselineRequest(person, platform, ts, frozenset(state.consumed)) for person, platform, ts, _, state, _ in requests]
+        for b in baselines:
+            lists[b.name] = b.rank(base_reqs, kk)
+        for n, (person, platform, ts, targets, state, cross) in enumerate(requests):
+            group_items = {t.item_id for t in targets}
+            for t in targets:
+                names = ["overall", f"platform:{platform}"]
+                if cross:
+                    names.append("cross_platform")
+                if t.item_id not in seen_items:
+                    names.append("cold_items")
+                result.targets += 1
+                for method, per in lists.items():
+                    ranked = [i for i in per[n] if i == t.item_id or i not in group_items][:k]
+                    for name in names:
+                        result.slices[name][method].add(ranked, {t.item_id})
+
+    start = time.perf_counter()
+    pending_history: list[BehaviorEvent] = []
+    n = 0
+    last_report = start
+    while n < len(events):
+        de = events[n]
+        if de.role != "target":
+            pending_history.append(de.event)
+            n += 1
+            continue
+        learn(pending_history)
+        pending_history = []
+        groups: list[tuple[str, float]] = []
+        to_learn: list[BehaviorEvent] = []
+        while n < len(events) and events[n].role == "target":
+            e = events[n].event
+            key = (e.user_id, e.ts)
+            if key not in ranked_groups:
+                ranked_groups.add(key)
+                groups.append(key)
+            to_learn.append(e)
+            n += 1
+        rank_groups(groups)
+        learn(to_learn)
+        if time.perf_counter() - last_report > 30:
+            last_report = time.perf_counter()
+            log.info("replayed %d/%d events, %d targets, %.0fs", n, len(events), result.targets, last_report - start)
+    learn(pending_history)
+    result.seconds = time.perf_counter() - start
+    result.info["rejected"] = dict(rejected)
+    gc.collect()
+    return result
+
+
+def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommender: Recommender | None = None) -> dict[str, Any]:
+    """Build the core, load the catalog (cached vectors), train SASRec, replay; the JSON report."""
+    from fusionrec.evaluation.report import to_json
+
+    t0 = time.perf_counter()
+    if recommender is None:
+        from stream.app import build_recommender  # the workers' factory: same encoder, cache, index
+
+        recommender = build_recommender(cfg)
+    rec = recommender
+    rec.restrict_to_target_platform = options.restrict_to_target_platform
+    items = list(read_items(dataset))
+    t_items = time.perf_counter()
+    for s in range(0, len(items), ITEM_CHUNK):
+        rec.apply_items(items[s : s + ITEM_CHUNK])
+    items_s = time.perf_counter() - t_items
+    events = load_dataset(dataset, options.limit_users)
+    baselines: list[Baseline] = []
+    info: dict[str, Any] = {"items": len(items), "events": len(events), "catalog_seconds": round(items_s, 1)}
+    if options.baselines:
+        cat = rec.learner.catalog
+        baselines = [Popularity(cat), CoOccurrence(cat), TextMean(cat)]
+        if options.sasrec:
+            from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+
+            scfg = SASRecConfig() if options.sasrec_epochs is None else SASRecConfig(epochs=options.sasrec_epochs)
+            sas = SASRecBaseline(cat, scfg)
+            seqs: dict[str, list[str]] = defaultdict(list)
+            for de in events:
+                if de.role == "history":
+                    seqs[de.event.user_id].append(de.event.item_id)
+            sas.fit(list(seqs.values()))
+            info["sasrec_train_seconds"] = round(sas.train_seconds, 1)
+            info["sasrec_epochs"] = sas.epochs_run
+            baselines.append(sas)
+    result = replay(rec, events, baselines, k=options.k)
+    result.dataset = str(dataset)
+    result.seconds = time.perf_counter() - t0
+    info.update(result.info)
+    info["replay_seconds"] = round(result.seconds - items_s - info.get("sasrec_train_seconds", 0.0), 1)
+    info["restrict_to_target_platform"] = options.restrict_to_target_platform
+    info["learned_weights"] = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
+    result.info = info
+    return to_json(result)

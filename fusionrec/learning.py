@@ -1,0 +1,512 @@
+"""The learned, global (shared across persons) part of the model, trained online from the stream.
+
+Score of item ``i`` of target platform ``t`` for a person (all terms batched, no text re-encoding)::
+
+    s(i) = w_t · f(i)   with features f(i) =
+        [ cos(fused profile, v_i)          -- multi-platform fusion of fusion.py
+          cos(own-platform profile, v_i)   -- the target platform's profile alone
+          cos(last item, v_i)              -- sequential, by text (any platform)
+          log1p(C[last → i])               -- online item-to-item co-occurrence, last item
+          log1p(Σ_k r_k C[j_k → i]/√n_j)   -- the same over the recent window (r_k = 1/(k+1))
+          log1p(pop_short(i)), log1p(pop_long(i)) ]  -- time-decayed popularity on ``t``
+
+The three text features are linear in ``v_i``, so they fold into one query vector: one matmul per
+request, then dense adds for popularity and sparse adds for co-occurrence.  The weights ``w_t`` are
+per target platform (a learned, context-aware gate between the fused profile, the platform's own
+profile, the sequence and the collaborative signals).  They are learned test-then-train: for every
+positive event, before it is folded into the person's state, the features of the true item and of
+uniformly sampled items of its platform are computed with the *published* model (what would have
+ranked it) and one Adagrad step on the sampled-softmax loss updates the *live* weights.
+
+The statistics (co-occurrence counts, time-decayed popularity) are live: every learned event updates
+them at once (they are counts, not fitted).  The weights are fitted, and the ranker uses the copy
+*published* every ``publish_every`` learned events, at the start of a batch; a short stream (fewer
+events than that) therefore ranks exactly as the plain fusion of fusion.py (initial weights 1, 0...).
+Checkpoints (:meth:`save_checkpoint`) hold weights, Adagrad state, counts and popularity, in
+safetensors, keyed by item id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Catalog", "OnlineLearner", "RankRequest", "FEATURES"]
+
+Vector = npt.NDArray[np.float32]
+
+FEATURES = ("cos_fused", "cos_own", "cos_last", "cooc_last", "cooc_window", "pop_short", "pop_long")
+INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+N_TEXT = 3
+WINDOW = 5  # co-occurrence window (items before the current one)
+SEQ_FEATURE = 10  # recent items whose co-occurrence lists feed the window feature
+BACKWARD = 0.5  # weight of the reverse direction (i after j also counts j near i, less)
+
+
+class Catalog:
+    """Item vectors per platform in dense matrices (rows never move; deleted rows are dead)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids: dict[str, list[str]] = {}
+        self.mats: dict[str, Vector] = {}
+        self.alive: dict[str, npt.NDArray[np.bool_]] = {}
+        self.row: dict[str, tuple[str, int]] = {}  # item id -> (platform, row)
+
+    def size(self, platform: str) -> int:
+        return len(self.ids.get(platform, ()))
+
+    def upsert(self, item_ids: Sequence[str], platforms: Sequence[str], vectors: Vector) -> None:
+        for item, platform, vec in zip(item_ids, platforms, vectors):
+            where = self.row.get(item)
+            if where is not None and where[0] != platform:
+                self.delete([item])
+                where = None
+            if where is None:
+                ids = self.ids.setdefault(platform, [])
+                r = len(ids)
+                ids.append(item)
+                self._reserve(platform, r + 1)
+                self.row[item] = (platform, r)
+            else:
+                r = where[1]
+            self.mats[platform][r] = vec
+            self.alive[platform][r] = True
+
+    def _reserve(self, platform: str, n: int) -> None:
+        mat = self.mats.get(platform)
+        if mat is None:
+            self.mats[platform] = np.zeros((max(n, 64), self.dim), np.float32)
+            self.alive[platform] = np.zeros(max(n, 64), bool)
+        elif len(mat) < n:
+            cap = max(n, 2 * len(mat))
+            grown = np.zeros((cap, self.dim), np.float32)
+            grown[: len(mat)] = mat
+            alive = np.zeros(cap, bool)
+            alive[: len(mat)] = self.alive[platform]
+            self.mats[platform], self.alive[platform] = grown, alive
+
+    def delete(self, item_ids: Sequence[str]) -> None:
+        for item in item_ids:
+            where = self.row.pop(item, None)
+            if where is not None:
+                self.alive[where[0]][where[1]] = False
+                self.mats[where[0]][where[1]] = 0.0
+
+    def vector(self, item_id: str) -> Vector | None:
+        where = self.row.get(item_id)
+        return None if where is None else self.mats[where[0]][where[1]]
+
+
+@dataclass
+class _Neighbours:
+    """Growable sparse row: co-occurrence counts of one source item with items of one platform."""
+
+    pos: dict[int, int] = field(default_factory=dict)
+    rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(8, np.int64))
+    vals: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(8, np.float32))
+
+    def add(self, row: int, inc: float) -> None:
+        p = self.pos.get(row)
+        if p is None:
+            p = len(self.pos)
+            self.pos[row] = p
+            if p >= len(self.rows):
+                self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
+                self.vals = np.concatenate([self.vals, np.zeros_like(self.vals)])
+            self.rows[p] = row
+        self.vals[p] += inc
+
+    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        n = len(self.pos)
+        return self.rows[:n], self.vals[:n]
+
+
+@dataclass(frozen=True, slots=True)
+class RankRequest:
+    """What ranking one person on one platform needs, frozen at the moment of the request."""
+
+    platform: str
+    fused: Vector | None  # unit vector of the fused profile (fusion.py)
+    own: Vector | None  # unit vector of the target platform's profile
+    seq: tuple[str, ...]  # recent items, oldest first (restricted to the target platform if asked)
+    consumed: frozenset[str]
+
+
+class OnlineLearner:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        publish_every: int = 256,
+        negatives: int = 64,
+        lr: float = 0.1,
+        train_every: int = 2,
+        hard: int = 0,
+        pop_half_lives_s: tuple[float, float] = (7 * 86400.0, 365 * 86400.0),
+        seed: int = 0,
+    ) -> None:
+        self.catalog = Catalog(dim)
+        self.publish_every = publish_every
+        self.negatives = negatives
+        self.lr = lr
+        self.train_every = train_every
+        self.hard = hard
+        self.positives = 0
+        self.pop_half_lives_s = pop_half_lives_s
+        self.rng = np.random.default_rng(seed)
+        self.cooc: dict[str, dict[str, _Neighbours]] = {}  # src item -> target platform -> counts
+        self.src_count: dict[str, float] = {}
+        self.weights: dict[str, npt.NDArray[np.float64]] = {}  # live
+        self.grad_sq: dict[str, npt.NDArray[np.float64]] = {}
+        self.pop: dict[str, npt.NDArray[np.float64]] = {}  # live popularity, (2, n), as of pop_ts
+        self.pop_ts = float("-inf")
+        self.pop_ref = float("-inf")
+        self.pop_version = 0
+        self._pop_cache: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
+        self.unpublished = 0
+        self.learned = 0
+        self.published_version = 0
+        # the published (ranking) model
+        self.pub_weights: dict[str, npt.NDArray[np.float64]] = {}
+
+    # ----------------------------------------------------------------------------- weights
+
+    def weights_of(self, platform: str) -> npt.NDArray[np.float64]:
+        return self.pub_weights.get(platform, INITIAL_WEIGHTS)
+
+    # ----------------------------------------------------------------------------- features
+
+    def text_query(self, req: RankRequest, w: npt.NDArray[np.float64]) -> Vector | None:
+        last = self.catalog.vector(req.seq[-1]) if req.seq else None
+        parts = [(w[0], req.fused), (w[1], req.own), (w[2], last)]
+        q = None
+        for weight, vec in parts:
+            if vec is None or weight == 0.0:
+                continue
+            term = np.float32(weight) * vec
+            q = term if q is None else q + term
+        return q
+
+    def cooc_scores(self, platform: str, seq: Sequence[str], n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+        """Dense (n,) arrays: co-occurrence with the last item, and over the recent window."""
+        if not seq:
+            return None
+        last = np.zeros(n, np.float32)
+        window = np.zeros(n, np.float32)
+        found = False
+        for k, item in enumerate(reversed(seq[-SEQ_FEATURE:])):
+            nb = self.cooc.get(item, {}).get(platform)
+            if nb is None or not nb.pos:
+                continue
+            rows, vals = nb.arrays()
+            keep = rows < n
+            rows, vals = rows[keep], vals[keep]
+            found = True
+            if k == 0:
+                last[rows] += vals
+            window[rows] += vals * np.float32(1.0 / ((k + 1) * math.sqrt(self.src_count.get(item, 1.0))))
+        if not found:
+            return None
+        return np.log1p(last), np.log1p(window)
+
+    def dense_scores(self, req: RankRequest, w: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float32] | None:
+        """Scores of every row of the request's platform (dead rows -inf); None without signal."""
+        w = self.weights_of(req.platform) if w is None else w
+        cat = self.catalog
+        n = cat.size(req.platform)
+        if n == 0:
+            return None
+        q = self.text_query(req, w)
+        if q is None and req.fused is None and not req.seq:
+            return None  # nothing known of the person
+        scores = cat.mats[req.platform][:n] @ q if q is not None else np.zeros(n, np.float32)
+        self._add_extras(scores, req, w, n)
+        scores[~cat.alive[req.platform][:n]] = -np.inf
+        return scores
+
+    def _add_extras(self, scores: npt.NDArray[np.float32], req: RankRequest, w: npt.NDArray[np.float64], n: int) -> None:
+        if w[3] != 0.0 or w[4] != 0.0:
+            co = self.cooc_scores(req.platform, req.seq, n)
+            if co is not None:
+                scores += np.float32(w[3]) * co[0] + np.float32(w[4]) * co[1]
+        pop = self.pop_features(req.platform)
+        if pop is not None and (w[5] != 0.0 or w[6] != 0.0):
+            m = min(n, pop.shape[1])
+            scores[:m] += np.float32(w[5]) * pop[0, :m] + np.float32(w[6]) * pop[1, :m]
+
+    def rank(self, requests: Sequence[RankRequest], k: int) -> list[list[tuple[str, float]]]:
+        out: list[list[tuple[str, float]]] = []
+        for req in requests:
+            scores = self.dense_scores(req)
+            if scores is None:
+                out.append([])
+                continue
+            ids = self.catalog.ids[req.platform]
+            for item in req.consumed:
+                where = self.catalog.row.get(item)
+                if where is not None and where[0] == req.platform:
+                    scores[where[1]] = -np.inf
+            live = int(np.isfinite(scores).sum())
+            kk = min(k, live)
+            if kk <= 0:
+                out.append([])
+                continue
+            top = np.argpartition(-scores, kk - 1)[:kk] if kk < len(scores) else np.arange(len(scores))
+            top = top[np.lexsort((top, -scores[top]))]  # best first, ties by row
+            out.append([(ids[r], float(scores[r])) for r in top[:kk]])
+        return out
+
+    def features(self, req: RankRequest, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """(len(rows), F) feature matrix for the given rows of the request's platform."""
+        cat = self.catalog
+        n = cat.size(req.platform)
+        V = cat.mats[req.platform][rows]
+        f = np.zeros((len(rows), len(FEATURES)), np.float64)
+        last = cat.vector(req.seq[-1]) if req.seq else None
+        for j, vec in enumerate((req.fused, req.own, last)):
+            if vec is not None:
+                f[:, j] = V @ vec
+        co = self.cooc_scores(req.platform, req.seq, n)
+        if co is not None:
+            f[:, 3] = co[0][rows]
+            f[:, 4] = co[1][rows]
+        pop = self.pop_features(req.platform)
+        if pop is not None:
+            ok = rows < pop.shape[1]
+            f[ok, 5] = pop[0, rows[ok]]
+            f[ok, 6] = pop[1, rows[ok]]
+        return f
+
+    # ----------------------------------------------------------------------------- learning
+
+    def observe(self, req: RankRequest, item_id: str, ts: float, positive: bool) -> None:
+        """Test-then-train on one event; ``req`` is the person's state just before the event."""
+        where = self.catalog.row.get(item_id)
+        if where is None:
+            return
+        platform, row = where
+        self.learned += 1
+        self.unpublished += 1
+        if not positive:
+            return
+        self.positives += 1
+        if (req.fused is not None or req.seq) and self.positives % self.train_every == 0:
+            self._sgd(req, row)
+        for k, prev in enumerate(reversed(req.seq[-WINDOW:])):
+            prev_where = self.catalog.row.get(prev)
+            if prev_where is None or prev == item_id:
+                continue
+            inc = 1.0 / (k + 1)
+            self._add_cooc(prev, platform, row, inc)
+            self._add_cooc(item_id, prev_where[0], prev_where[1], BACKWARD * inc)
+        self._add_pop(platform, row, ts)
+
+    def _add_cooc(self, src: str, platform: str, row: int, inc: float) -> None:
+        self.cooc.setdefault(src, {}).setdefault(platform, _Neighbours()).add(row, inc)
+        self.src_count[src] = self.src_count.get(src, 0.0) + inc
+
+    def _add_pop(self, platform: str, row: int, ts: float) -> None:
+        """Time-decayed counts, stored scaled to ``pop_ref`` (2^((ts - ref)/hl)), renormalised lazily."""
+        hl = np.array(self.pop_half_lives_s)
+        if not np.isfinite(self.pop_ref):
+            self.pop_ref = ts
+        if (ts - self.pop_ref) / hl.min() > 400:  # keep the scaled values far from overflow
+            k = 0.5 ** ((ts - self.pop_ref) / hl)
+            for pop in self.pop.values():
+                pop *= k[:, None]
+            self.pop_ref = ts
+        n = self.catalog.size(platform)
+        pop = self.pop.get(platform)
+        if pop is None or pop.shape[1] < n:
+            grown = np.zeros((2, max(n, 64, 2 * (pop.shape[1] if pop is not None else 0))), np.float64)
+            if pop is not None:
+                grown[:, : pop.shape[1]] = pop
+            pop = self.pop[platform] = grown
+        pop[:, row] += 2.0 ** ((ts - self.pop_ref) / hl)
+        self.pop_ts = max(self.pop_ts, ts)
+        self.pop_version += 1
+
+    def pop_features(self, platform: str) -> npt.NDArray[np.float32] | None:
+        """(2, n) log1p of the decayed counts as of the newest learned event (cached per version)."""
+        cached = self._pop_cache.get(platform)
+        if cached is not None and cached[0] == self.pop_version:
+            return cached[1]
+        pop = self.pop.get(platform)
+        if pop is None:
+            return None
+        k = 0.5 ** ((self.pop_ts - self.pop_ref) / np.array(self.pop_half_lives_s))
+        feats = np.log1p(pop * k[:, None]).astype(np.float32)
+        self._pop_cache[platform] = (self.pop_version, feats)
+        return feats
+
+    def _sgd(self, req: RankRequest, row: int) -> None:
+        """One Adagrad step on the sampled softmax of the true item against sampled items.
+
+        Negatives come half uniformly, half by published popularity (the hard ones); the logits are
+        corrected by ``-log Q`` (sampled softmax), so the step follows the full-catalog softmax.
+        """
+        n = self.catalog.size(req.platform)
+        if n < 2:
+            return
+        alive = self.catalog.alive[req.platform][:n]
+        half = self.negatives // 2
+        pop = self.pop_features(req.platform)
+        q_uniform = np.full(n, 1.0 / n)
+        if pop is not None and pop.shape[1] >= 1:
+            weights = np.zeros(n)
+            m = min(n, pop.shape[1])
+            weights[:m] = np.expm1(pop[1, :m].astype(np.float64))  # long-half-life counts
+            total = weights.sum()
+        else:
+            total = 0.0
+        if total > 0:
+            q_pop = weights / total
+            neg = np.concatenate([self.rng.integers(0, n, size=half), self.rng.choice(n, size=self.negatives - half, p=q_pop)])
+            q = 0.5 * q_uniform + 0.5 * q_pop
+        else:
+            neg = self.rng.integers(0, n, size=self.negatives)
+            q = q_uniform
+        neg = neg[(neg != row) & alive[neg]]
+        rows = np.concatenate([[row], neg]).astype(np.int64)
+        f = self.features(req, rows)
+        w = self.weights.get(req.platform)
+        if w is None:
+            w = self.weights[req.platform] = self.weights_of(req.platform).copy()
+            self.grad_sq[req.platform] = np.full(len(FEATURES), 1e-6)
+        s = f @ w
+        if self.hard:
+            # the softmax over the positive and the negatives currently ranked highest: the top of
+            # the list is what Recall/NDCG@K see, so that is where the weights are fitted
+            keep = np.concatenate([[0], 1 + np.argsort(-s[1:], kind="stable")[: self.hard]])
+            f, s = f[keep], s[keep]
+        else:
+            s[1:] -= np.log(q[neg] * len(neg))  # sampled-softmax correction
+        s -= s.max()
+        p = np.exp(s)
+        p /= p.sum()
+        grad = p @ f - f[0]  # d(-log softmax[0]) / dw
+        g2 = self.grad_sq[req.platform]
+        g2 += grad * grad
+        w -= self.lr * grad / np.sqrt(g2)
+
+    def maybe_publish(self) -> bool:
+        if self.unpublished < self.publish_every:
+            return False
+        self.publish()
+        return True
+
+    def publish(self) -> None:
+        """Hand the live weights to the ranker (statistics are live: they are counts, not fitted)."""
+        self.pub_weights = {p: w.copy() for p, w in self.weights.items()}
+        self.unpublished = 0
+        self.published_version += 1
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Tensors and metadata of everything learned (co-occurrence keyed by item ids)."""
+        self.publish()
+        names = sorted({s for s in self.cooc} | {i for p in self.catalog.ids.values() for i in p})
+        index = {n: i for i, n in enumerate(names)}
+        src, dst, val = [], [], []
+        for s, by_platform in self.cooc.items():
+            for platform, nb in by_platform.items():
+                rows, vals = nb.arrays()
+                ids = self.catalog.ids[platform]
+                for r, v in zip(rows.tolist(), vals.tolist()):
+                    src.append(index[s])
+                    dst.append(index[ids[r]])
+                    val.append(v)
+        tensors: dict[str, np.ndarray] = {
+            "cooc_src": np.array(src, np.int64),
+            "cooc_dst": np.array(dst, np.int64),
+            "cooc_val": np.array(val, np.float32),
+        }
+        platforms = sorted(set(self.weights) | set(self.pop))
+        for p in platforms:
+            if p in self.weights:
+                tensors[f"weights.{p}"] = self.weights[p]
+                tensors[f"grad_sq.{p}"] = self.grad_sq[p]
+            if p in self.pop:
+                pop = self.pop[p]
+                n = self.catalog.size(p)
+                tensors[f"pop.{p}"] = pop[:, :n].copy()
+                tensors[f"pop_ids_idx.{p}"] = np.array([index[i] for i in self.catalog.ids[p][: pop[:, :n].shape[1]]], np.int64)
+        meta = {
+            "features": json.dumps(FEATURES),
+            "items": json.dumps(names),
+            "platforms": json.dumps(platforms),
+            "pop_ts": repr(self.pop_ts),
+            "pop_ref": repr(self.pop_ref),
+            "learned": str(self.learned),
+            "version": str(self.published_version),
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> None:
+        if json.loads(meta["features"]) != list(FEATURES):
+            raise ValueError(f"checkpoint features {meta['features']} are not {FEATURES}")
+        names = json.loads(meta["items"])
+        self.cooc, self.src_count = {}, {}
+        for s, d, v in zip(tensors["cooc_src"].tolist(), tensors["cooc_dst"].tolist(), tensors["cooc_val"].tolist()):
+            where = self.catalog.row.get(names[d])
+            if where is None:
+                continue
+            self.cooc.setdefault(names[s], {}).setdefault(where[0], _Neighbours()).add(where[1], v)
+            self.src_count[names[s]] = self.src_count.get(names[s], 0.0) + v
+        self.weights, self.grad_sq, self.pop = {}, {}, {}
+        for p in json.loads(meta["platforms"]):
+            if f"weights.{p}" in tensors:
+                self.weights[p] = tensors[f"weights.{p}"].astype(np.float64)
+                self.grad_sq[p] = tensors[f"grad_sq.{p}"].astype(np.float64)
+            if f"pop.{p}" in tensors:
+                pop = np.zeros((2, max(self.catalog.size(p), 64)), np.float64)
+                for j, idx in enumerate(tensors[f"pop_ids_idx.{p}"].tolist()):
+                    where = self.catalog.row.get(names[idx])
+                    if where is not None and where[0] == p:
+                        pop[:, where[1]] = tensors[f"pop.{p}"][:, j]
+                self.pop[p] = pop
+        self.pop_ts = float(meta["pop_ts"])
+        self.learned = int(meta["learned"])
+        self.pop_ref = float(meta["pop_ref"])
+        self.pop_version += 1
+        self.unpublished = 0
+        self.pub_weights = {p: w.copy() for p, w in self.weights.items()}
+        self.published_version = int(meta["version"])
+
+    def save_checkpoint(self, directory: str | Path, manifest: dict[str, object] | None = None) -> Path:
+        """Write ``learner.safetensors`` + ``manifest.json`` atomically into ``directory``."""
+        from safetensors.numpy import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self.state_dict()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+        os.close(fd)
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=meta)
+        os.replace(tmp, directory / "learner.safetensors")
+        info = {"features": list(FEATURES), "learned_events": self.learned, "version": self.published_version, **(manifest or {})}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh, indent=2, default=str)
+        os.replace(tmp, directory / "manifest.json")
+        return directory / "learner.safetensors"
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Restore what :meth:`save_checkpoint` wrote; the catalog must already hold the items."""
+        from safetensors import safe_open
+
+        path = Path(directory) / "learner.safetensors"
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        self.load_state_dict(tensors, meta)

@@ -1,0 +1,170 @@
+"""Run the benchmarks in order, describe the machine, write the JSON and print a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATASET = os.path.join("data", "movielens-small")
+FULL_INDEX_SIZES = (10_000, 100_000, 1_000_000)
+QUICK_INDEX_SIZES = (2_000,)
+
+
+@dataclass
+class BenchOptions:
+    dataset: str = DEFAULT_DATASET
+    device: str = "auto"  # auto | cpu | cuda
+    quick: bool = False  # tiny sizes, a smoke run
+    skip_e2e: bool = False
+    index_sizes: tuple[int, ...] | None = None
+    only: tuple[str, ...] = ()  # subset of core, encoder, index, e2e (empty: all)
+    e2e_workers: tuple[int, ...] = (1, 2)
+    e2e_loads: tuple[float, ...] = (1000.0, 5000.0)
+    e2e_phase_s: float = 15.0
+    profile_dir: str | None = None  # py-spy the worker during the e2e saturation phase
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS, Python, date and the load average at the time of the run."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cores = os.cpu_count() or 1
+    return {
+        "cpu": model,
+        "cores": cores,
+        "ram_gb": round(ram_gb, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_start": list(os.getloadavg()),
+        "summary": f"{model}, {cores} cores, {ram_gb:.0f} GiB RAM",
+    }
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_bench(options: BenchOptions, out: str | None = None, log: Any = print) -> dict[str, Any]:
+    """Run every benchmark asked for; return (and write to ``out``) the report."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    device = resolve_device(options.device)
+    wanted = set(options.only or ("core", "encoder", "index", "e2e"))
+    if options.skip_e2e:
+        wanted.discard("e2e")
+    report: dict[str, Any] = {
+        "machine": "",
+        "device": device,
+        "quick": options.quick,
+        "dataset": options.dataset,
+        "command": " ".join(["fusionrec", *sys.argv[1:]]) if sys.argv[0].endswith(("fusionrec", "cli.py")) else None,
+    }
+    info = machine()
+    report["machine"] = info["summary"]
+    report["machine_info"] = info
+
+    def stage(name: str, fn: Any) -> None:
+        log(f"[bench] {name} ... (load average {os.getloadavg()[0]:.2f})")
+        start = time.monotonic()
+        result = fn()
+        result["loadavg_1m"] = round(os.getloadavg()[0], 2)
+        result["bench_seconds"] = round(time.monotonic() - start, 1)
+        report[name] = result
+        log(f"[bench] {name}: {summarise(name, result)}")
+        if out:
+            write(report, out)  # partial results survive a later failure
+
+    if "core" in wanted:  # first: the process's peak RSS then reflects the core alone (plus the model)
+        from stream.bench.core import bench_core
+        from stream.bench.memory import memory_figures
+
+        core_result: dict[str, Any] = {}
+
+        def run_core() -> dict[str, Any]:
+            core_result.update(bench_core(options.dataset, device=device, quick=options.quick))
+            return {k: v for k, v in core_result.items() if not k.startswith("_")}
+
+        stage("core", run_core)
+        stage("memory", lambda: memory_figures(core_result))
+    if "encoder" in wanted:
+        from stream.bench.encoder import bench_encoder
+
+        stage("encoder", lambda: bench_encoder(options.dataset, device=device, quick=options.quick))
+    if "index" in wanted:
+        from stream.bench.index import bench_index
+
+        sizes = options.index_sizes or (QUICK_INDEX_SIZES if options.quick else FULL_INDEX_SIZES)
+        stage("index", lambda: bench_index(sizes, device=device, quick=options.quick))
+    if "e2e" in wanted:
+        from stream.bench.e2e import bench_e2e
+
+        stage("e2e", lambda: bench_e2e(options))
+    report.setdefault("memory", {})["peak_rss_mb_end"] = round(peak_rss_mb(), 1)
+    report["machine_info"]["loadavg_end"] = list(os.getloadavg())
+    if out:
+        write(report, out)
+    return report
+
+
+def write(report: dict[str, Any], out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{out}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, out)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+    except ImportError:
+        pass
+    return str(value)
+
+
+def summarise(name: str, r: dict[str, Any]) -> str:
+    """One line per benchmark for the console."""
+    if name == "core":
+        return f"{r['events_per_s']:.0f} events/s in-process ({r['events']} events, {r['recommendations']} recs)"
+    if name == "memory":
+        return f"{r['bytes_per_person']:.0f} B/person serialised, peak RSS {r['peak_rss_mb']:.0f} MB"
+    if name == "encoder":
+        return (
+            f"{r['items_per_s']:.0f} items/s vs sentence-transformers {r['sentence_transformers_items_per_s']:.0f} "
+            f"(ratio {r['ratio_vs_sentence_transformers']:.2f})"
+        )
+    if name == "index":
+        return f"{r['queries_per_s']:.0f} queries/s, overhead vs faiss {100 * r['overhead_vs_faiss']:.1f}% ({r['headline']})"
+    if name == "e2e":
+        return (
+            f"{r['events_per_s']:.0f} events/s at saturation; at {r['offered_per_s']:.0f}/s offered "
+            f"p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+        )
+    return json.dumps(r)[:200]

@@ -1,0 +1,1 @@
+"""Static files of the dashboard page (package data): HTML, CSS and a hand-written canvas chart."""

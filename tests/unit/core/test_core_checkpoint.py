@@ -1,0 +1,122 @@
+"""Checkpoints: atomic, verified, pruned; a restored model recommends exactly what the saved one did."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrec.checkpoint import CheckpointStore
+from fusionrec.config import load_config
+from fusionrec.contracts import BehaviorEvent, ItemUpsert
+from fusionrec.core import Recommender
+from fusionrec.errors import CheckpointError
+from fusionrec.fusion import PersonState
+from index.faiss_index import ItemIndex
+
+DIM = 16
+
+
+class HashEncoder:
+    """Deterministic stand-in for the text encoder: a seeded unit vector per text."""
+
+    dim = DIM
+    model_id = "hash-16"
+
+    def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        rows = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows) if rows else np.zeros((0, DIM), np.float32)
+
+
+def make_recommender() -> Recommender:
+    cfg = load_config(env={"FUSIONREC_PLATFORMS": "shop,video", "FUSIONREC_TOP_K": "5"})
+    rec = Recommender(cfg, HashEncoder(), ItemIndex(DIM, device="cpu"))
+    rec.apply_items(
+        [ItemUpsert(item_id=f"{p}{i}", platform=p, title=f"{p} item {i}", text=f"text {i % 7}") for p in ("s", "v") for i in range(60)]
+    )
+    return rec
+
+
+def events(start: int, n: int) -> list[BehaviorEvent]:
+    rng = np.random.default_rng(start)
+    out = []
+    for k in range(start, start + n):
+        platform = "shop" if rng.random() < 0.5 else "video"
+        prefix = "s" if platform == "shop" else "v"
+        out.append(
+            BehaviorEvent(
+                event_id=f"e{k}", ts=1_700_000_000.0 + k * 60, platform=platform, user_id=f"u{rng.integers(8)}",
+                item_id=f"{prefix}{rng.integers(60)}", event_type="click", person_id=f"p{rng.integers(8)}",
+            )  # fmt: skip
+        )
+    return out
+
+
+def run(rec: Recommender, evs: list[BehaviorEvent], states: dict[str, PersonState]) -> list[tuple]:
+    outcomes, _ = rec.process(evs, states.get, states.__setitem__)
+    return [(o.event.event_id, [(i.item_id, i.score) for i in o.items]) for o in outcomes]
+
+
+def test_restored_model_gives_identical_recommendations(tmp_path: Path) -> None:
+    original = make_recommender()
+    states: dict[str, PersonState] = {}
+    run(original, events(0, 400), states)
+    store = CheckpointStore(tmp_path, keep=2)
+    ckpt = store.write(lambda d: original.save_checkpoint(str(d / "model")), model_version=original.model_version,
+                       config_digest=original.cfg.digest(), offsets={"t": {0: 400}})  # fmt: skip
+
+    restored = make_recommender()
+    restored.load_checkpoint(str(store.latest().path / "model"))  # type: ignore[union-attr]
+    assert store.latest().offsets == {"t": {"0": 400}}  # type: ignore[union-attr]
+    assert ckpt.model_version == original.model_version
+
+    later = events(400, 200)
+    assert run(restored, later, copy.deepcopy(states)) == run(original, later, copy.deepcopy(states))
+
+
+def test_truncated_checkpoint_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = CheckpointStore(tmp_path, keep=3)
+
+    def files(payload: bytes):  # type: ignore[no-untyped-def]
+        return lambda d: (d / "weights.bin").write_bytes(payload)
+
+    first = store.write(files(b"a" * 1000), model_version="m1", config_digest="c", offsets={})
+    second = store.write(files(b"b" * 1000), model_version="m2", config_digest="c", offsets={})
+    assert store.latest().model_version == "m2"  # type: ignore[union-attr]
+    (second.path / "weights.bin").write_bytes(b"b" * 10)  # truncated (e.g. a disk filled up)
+    latest = store.latest()
+    assert latest is not None and latest.path == first.path
+    assert "truncated or corrupt" in caplog.text
+    with pytest.raises(CheckpointError):
+        store.verify(second.path)
+
+
+def test_only_the_newest_checkpoints_are_kept_and_manifests_describe_them(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=2)
+    for n in range(4):
+        store.write(lambda d: (d / "x.safetensors").write_bytes(b"x"), model_version=f"m{n}", config_digest="d", offsets={"t": {1: n}})
+    assert [p.name for p in store.all()] == ["ckpt-00000003", "ckpt-00000004"]
+    manifest = store.latest().manifest  # type: ignore[union-attr]
+    assert manifest["model_version"] == "m3" and manifest["config_digest"] == "d"
+    assert {"python", "numpy", "fusionrec"} <= set(manifest["libraries"])
+    assert manifest["files"]["x.safetensors"]["bytes"] == 1
+
+
+def test_a_failed_writer_leaves_no_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+
+    def broken(directory: Path) -> None:
+        (directory / "half").write_bytes(b"x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store.write(broken, model_version="m", config_digest="d", offsets={})
+    assert store.all() == [] and store.latest() is None
+    assert not list(tmp_path.glob(".tmp-ckpt-*"))
