@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "WorkerConfig",
     "ModelConfig",
     "LimitsConfig",
+    "PolicyConfig",
     "load_config",
     "reference",
 ]
@@ -188,6 +190,93 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """How the final top-K is chosen from the scored candidates (``fusionrec.policy``).
+
+    The defaults explore gently: ε-greedy with ε = 0.05 on the slots after the fifth only, so at most
+    5 % of the DCG mass of slots 6..K is put at risk (NDCG stays well within 5 % of pure
+    exploitation) while every list has a chance to show an item from beyond the top K, which raises
+    catalog coverage.  MMR and the novelty penalty are off by default (λ = 1, w = 0).
+    """
+
+    name: str = setting(
+        "epsilon_greedy", "FUSIONREC_POLICY_NAME", "Exploration policy: none, epsilon_greedy, thompson or ucb."
+    )
+    platform_policies: str = setting(
+        "",
+        "FUSIONREC_POLICY_PLATFORMS",
+        "Per-platform policy override, platform:policy,... (e.g. shop:ucb,news:none).",
+    )
+    explore_share: float = setting(
+        0.05, "FUSIONREC_POLICY_EXPLORE_SHARE", "epsilon_greedy: chance that an unprotected slot explores."
+    )
+    protected_slots: int = setting(
+        5, "FUSIONREC_POLICY_PROTECTED_SLOTS", "epsilon_greedy: leading slots that never explore."
+    )
+    seed: int = setting(
+        0, "FUSIONREC_POLICY_SEED", "Seed of the exploration draws (hashed with the person and event ids)."
+    )
+    thompson_sigma: float = setting(
+        0.05,
+        "FUSIONREC_POLICY_THOMPSON_SIGMA",
+        "thompson: noise scale of an item never interacted with (shrinks as 1/sqrt(1+n)).",
+    )
+    ucb_c: float = setting(0.05, "FUSIONREC_POLICY_UCB_C", "ucb: weight of the optimism bonus.")
+    mmr_lambda: float = setting(
+        1.0, "FUSIONREC_POLICY_MMR_LAMBDA", "MMR re-rank: relevance vs diversity in [0, 1]; 1 = relevance only."
+    )
+    novelty_weight: float = setting(
+        0.0, "FUSIONREC_POLICY_NOVELTY_WEIGHT", "Re-rank penalty per log(1 + popularity) of an item; 0 = off."
+    )
+    candidates: int = setting(
+        50, "FUSIONREC_POLICY_CANDIDATES", "Candidates scored per request for the policy to choose the top K from."
+    )
+    variants: str = setting(
+        "",
+        "FUSIONREC_POLICY_VARIANTS",
+        "A/B variants name:policy:share[:key=value;...], comma-separated, shares sum to 1; "
+        "empty = everyone gets the policy above.",
+    )
+    ab_salt: str = setting(
+        "", "FUSIONREC_POLICY_AB_SALT", "Salt of the A/B hash of person ids; a new salt reshuffles everyone."
+    )
+
+    def params(self) -> dict[str, float]:
+        """The shared policy parameters (each policy takes the ones it knows; see ``make_policy``)."""
+        return {
+            "explore_share": self.explore_share,
+            "protected_slots": self.protected_slots,
+            "seed": self.seed,
+            "sigma": self.thompson_sigma,
+            "ucb_c": self.ucb_c,
+        }
+
+    def platform_overrides(self) -> dict[str, str]:
+        """``platform_policies`` parsed: platform -> policy name."""
+        out: dict[str, str] = {}
+        for entry in self.platform_policies.split(","):
+            if not entry.strip():
+                continue
+            platform, sep, name = (s.strip() for s in entry.partition(":"))
+            if not sep or not platform or not name:
+                raise ConfigError(f"policy.platform_policies: {entry.strip()!r} is not platform:policy")
+            if platform in out:
+                raise ConfigError(f"policy.platform_policies: platform {platform!r} is named twice")
+            out[platform] = name
+        return out
+
+    def policy_for(self, platform: str) -> str:
+        """The policy name used on ``platform`` (its override, else ``name``)."""
+        return self.platform_overrides().get(platform, self.name)
+
+    def variant_list(self) -> tuple[Any, ...]:
+        """The parsed A/B variants (``fusionrec.policy.ab.Variant``); empty when no experiment runs."""
+        from fusionrec.policy.ab import parse_variants  # lazy: the policy package imports numpy
+
+        return parse_variants(self.variants)
+
+
+@dataclass(frozen=True)
 class Config:
     platforms: tuple[str, ...] = setting(
         ("movies",), "FUSIONREC_PLATFORMS", "Platforms whose events are consumed (comma-separated)."
@@ -196,6 +285,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -212,7 +302,13 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-SECTIONS = {"kafka": KafkaConfig, "worker": WorkerConfig, "model": ModelConfig, "limits": LimitsConfig}
+SECTIONS = {
+    "kafka": KafkaConfig,
+    "worker": WorkerConfig,
+    "model": ModelConfig,
+    "limits": LimitsConfig,
+    "policy": PolicyConfig,
+}
 
 
 def validate(cfg: Config) -> None:
@@ -237,6 +333,35 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"kafka.security_protocol must be one of {protocols}, got {cfg.kafka.security_protocol!r}")
     if cfg.model.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"model.device must be one of auto, cpu, cuda; got {cfg.model.device!r}")
+    validate_policy(cfg.policy, cfg.platforms)
+
+
+def validate_policy(policy: PolicyConfig, platforms: tuple[str, ...]) -> None:
+    """Range checks of ``[policy]``; policy names are checked against the registry of ``fusionrec.policy``."""
+    from fusionrec.policy.exploration import POLICY_NAMES, make_policy  # lazy: see PolicyConfig.variant_list
+
+    ranges = {
+        "policy.explore_share": (policy.explore_share, 0.0, 1.0),
+        "policy.mmr_lambda": (policy.mmr_lambda, 0.0, 1.0),
+        "policy.protected_slots": (policy.protected_slots, 0, float("inf")),
+        "policy.thompson_sigma": (policy.thompson_sigma, 0.0, float("inf")),
+        "policy.ucb_c": (policy.ucb_c, 0.0, float("inf")),
+        "policy.novelty_weight": (policy.novelty_weight, 0.0, float("inf")),
+        "policy.candidates": (policy.candidates, 1, float("inf")),
+    }
+    for name, (value, low, high) in ranges.items():
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
+    overrides = policy.platform_overrides()
+    for platform, name in {"": policy.name, **overrides}.items():
+        if name not in POLICY_NAMES:
+            where = f"policy.platform_policies[{platform}]" if platform else "policy.name"
+            raise ConfigError(f"{where}: unknown policy {name!r}; valid: {', '.join(POLICY_NAMES)}")
+        make_policy(name, policy.params(), ignore_unknown=True)
+    unknown = sorted(set(overrides) - set(platforms))
+    if unknown:
+        raise ConfigError(f"policy.platform_policies names platforms {unknown} not in platforms {list(platforms)}")
+    policy.variant_list()
 
 
 def _coerce(raw: Any, f: dataclasses.Field[Any], where: str) -> Any:

@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,10 @@ import orjson
 
 WARMUP_EVENTS = 3000
 SATURATION_EVENTS = 20000
-DRAIN_IDLE_S = 10.0
-DRAIN_MAX_S = 30.0
+DRAIN_IDLE_S = 20.0  # a worker's micro-batch can take seconds on a loaded 2-core machine
+DRAIN_MAX_S = 90.0  # per phase; a phase that has not drained by then is reported complete=false
+STEADY_MIN_RECS = 1000  # fewer recommendations than this span too few batches for a steady rate
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # ------------------------------------------------------------------------------------- publisher
@@ -117,9 +120,9 @@ async def publish(dataset: str, tag: str, start: int, count: int, rate: float, t
 # -------------------------------------------------------------------------------------- workers
 
 
-def _get(port: int, path: str) -> bytes:
+def _get(port: int, path: str, timeout_s: float = 2.0) -> bytes:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
             return bytes(resp.read())
     except OSError:
         return b""
@@ -150,15 +153,23 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
-def metric_value(text: str, name: str) -> float:
+def metric_value(text: str, name: str) -> float | None:
+    """Sum of the samples of counter ``name`` (every label set); None when the page is empty."""
+    if not text:
+        return None  # the worker did not answer in time (its event loop was busy with a batch)
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and not line.startswith("#"):
             try:
                 total += float(line.rsplit(" ", 1)[1])
             except ValueError:
                 pass
     return total
+
+
+def recs_counters(workers: list[tuple[subprocess.Popen[bytes], int]]) -> list[float | None]:
+    """Each worker's ``fusionrec_recommendations_total`` (None: /metrics did not answer in 10 s)."""
+    return [metric_value(_get(port, "/metrics", 10.0).decode(), "fusionrec_recommendations_total") for _, port in workers]
 
 
 # ---------------------------------------------------------------------------------- measurement
@@ -220,7 +231,8 @@ def phase_figures(rows: list[tuple[float, float, float]], published: int) -> dic
     produced, event_ms, received = a[:, 0], a[:, 1], a[:, 2]
     order = np.sort(produced)
     lo, hi = int(0.1 * len(order)), max(int(0.9 * len(order)) - 1, 0)
-    steady = (hi - lo) / ((order[hi] - order[lo]) / 1000) if hi > lo and order[hi] > order[lo] else float("nan")
+    enough = len(rows) >= min(published, STEADY_MIN_RECS) and len(rows) >= 0.9 * published
+    steady = (hi - lo) / ((order[hi] - order[lo]) / 1000) if enough and hi > lo and order[hi] > order[lo] else float("nan")
     lat = produced - event_ms
     lat = lat[np.isfinite(lat)]
     deliver = received - event_ms
@@ -232,6 +244,7 @@ def phase_figures(rows: list[tuple[float, float, float]], published: int) -> dic
         "complete": len(rows) >= published,
         "recs_per_s_steady": steady,
         "recs_per_s_overall": len(rows) / max((order[-1] - np.nanmin(event_ms)) / 1000, 1e-9),
+        "received_fraction": round(len(rows) / published, 4) if published else 1.0,
         "p50_ms": pct(lat, 50),
         "p95_ms": pct(lat, 95),
         "p99_ms": pct(lat, 99),
@@ -259,7 +272,7 @@ async def run_phases(cfg: Any, env: dict[str, str], options: Any, workers: list[
         cmd = [sys.executable, "-m", "stream.bench.e2e", "publish", "--dataset", options.dataset, "--tag", tag,
                "--start", str(cursor), "--count", str(count), "--rate", str(rate), "--t0", str(t0), "--out", str(out)]  # fmt: skip
         cursor += count
-        metrics_before = [metric_value(_get(port, "/metrics").decode(), "fusionrec_recommendations_total") for _, port in workers]
+        metrics_before = recs_counters(workers)
         pub = await asyncio.create_subprocess_exec(*cmd, env=env)
         spy = None
         if profile and options.profile_dir:
@@ -275,8 +288,8 @@ async def run_phases(cfg: Any, env: dict[str, str], options: Any, workers: list[
         drained = await collector.drain(tag, count)
         fig = phase_figures(collector.rows.get(tag, []), count)
         fig.update(offered_per_s=stats["offered_per_s"], asked_per_s=rate or None, send_seconds=stats["send_seconds"], drain_wait_s=round(drained, 1))
-        metrics_after = [metric_value(_get(port, "/metrics").decode(), "fusionrec_recommendations_total") for _, port in workers]
-        fig["recommendations_per_worker"] = [round(b - a) for a, b in zip(metrics_before, metrics_after)]
+        metrics_after = recs_counters(workers)
+        fig["recommendations_per_worker"] = [None if a is None or b is None else round(b - a) for a, b in zip(metrics_before, metrics_after)]
         if spy is not None:
             spy.wait(timeout=60)
             fig["profile"] = aggregate_profile(raw_path)
@@ -296,56 +309,128 @@ async def run_phases(cfg: Any, env: dict[str, str], options: Any, workers: list[
     return results
 
 
-def bench_e2e(options: Any) -> dict[str, Any]:
+def run_env(options: Any, bootstrap: str, run_id: str) -> dict[str, str]:
+    """Environment of one run's clients and workers: own topic prefix and group, the bench's broker."""
+    from fusionrec.dataset import dataset_platforms
+
+    return {
+        **os.environ,
+        "FUSIONREC_KAFKA_BOOTSTRAP": bootstrap,
+        "FUSIONREC_PLATFORMS": ",".join(dataset_platforms(options.dataset)),
+        "FUSIONREC_TOPIC_PREFIX": f"{run_id}.",
+        "FUSIONREC_APP_ID": run_id,
+        "FUSIONREC_PARTITIONS": "4",
+        "FUSIONREC_DEVICE": "cpu" if options.device == "cpu" else os.environ.get("FUSIONREC_DEVICE", "auto"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
+def start_workers(env: dict[str, str], n: int, run_dir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """``n`` ``fusionrec worker`` processes, each with its own web port, data dir and log file."""
+    from stream.kafka_local.broker import free_port
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    workers: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        for w in range(n):
+            port = free_port()
+            wenv = {**env, "FUSIONREC_WEB_PORT": str(port), "FUSIONREC_DATA_DIR": str(run_dir / f"worker{w}")}
+            with open(run_dir / f"worker{w}.log", "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=wenv, stdout=log, stderr=subprocess.STDOUT)
+            workers.append((proc, port))
+    except BaseException:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def stop_workers(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
+    """SIGTERM every worker, wait up to 60 s each, then SIGKILL what is left."""
+    for proc, _ in workers:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc, _ in workers:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def one_run(options: Any, bootstrap: str, n_workers: int, n_items: int, tmp: Path) -> dict[str, Any]:
+    """Fresh topics and catalog, ``n_workers`` workers, the phases; the workers are always stopped."""
     from fusionrec.config import load_config
-    from fusionrec.dataset import dataset_platforms, read_items
-    from stream.kafka_local.broker import LocalCluster, free_port
     from stream.replay import replay
 
-    tmp = Path(tempfile.mkdtemp(prefix="fusionrec-bench-"))
-    cluster = LocalCluster(tmp / "kafka", port=free_port())
-    bootstrap = cluster.start()
-    n_items = sum(1 for _ in read_items(options.dataset))
-    out: dict[str, Any] = {"broker": f"Apache Kafka (LocalCluster, 1 node) at {bootstrap}", "runs": {}}
+    run_id = f"bench{int(time.time())}w{n_workers}"
+    env = run_env(options, bootstrap, run_id)
+    cfg = load_config(env=env)
+    asyncio.run(replay(cfg, options.dataset, limit=0))  # topics + the catalog
+    workers = start_workers(env, n_workers, tmp / run_id)
     try:
-        for n_workers in options.e2e_workers:
-            run_id = f"bench{int(time.time())}w{n_workers}"
-            env = {
-                **os.environ,
-                "FUSIONREC_KAFKA_BOOTSTRAP": bootstrap,
-                "FUSIONREC_PLATFORMS": ",".join(dataset_platforms(options.dataset)),
-                "FUSIONREC_TOPIC_PREFIX": f"{run_id}.",
-                "FUSIONREC_APP_ID": run_id,
-                "FUSIONREC_PARTITIONS": "4",
-                "FUSIONREC_DEVICE": "cpu" if options.device == "cpu" else os.environ.get("FUSIONREC_DEVICE", "auto"),
-                "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1",
-            }
-            cfg = load_config(env=env)
-            asyncio.run(replay(cfg, options.dataset, limit=0))  # topics + the catalog
-            workers: list[tuple[subprocess.Popen[bytes], int]] = []
-            for w in range(n_workers):
-                port = free_port()
-                wenv = {**env, "FUSIONREC_WEB_PORT": str(port), "FUSIONREC_DATA_DIR": str(tmp / run_id / f"worker{w}")}
-                log = open(tmp / f"{run_id}-worker{w}.log", "wb")  # noqa: SIM115
-                proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=wenv, stdout=log, stderr=subprocess.STDOUT)
-                workers.append((proc, port))
-            try:
-                ready_s = wait_ready(workers, n_items)
-                phases = asyncio.run(run_phases(cfg, env, options, workers, tmp, f"{run_id}-"))
-                phases["catalog_ready_s"] = round(ready_s, 1)
-                phases["worker_peak_rss_mb"] = [vm_hwm_mb(p.pid) for p, _ in workers]
-                out["runs"][f"workers_{n_workers}"] = phases
-            finally:
-                for proc, _ in workers:
-                    proc.terminate()
-                for proc, _ in workers:
-                    try:
-                        proc.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+        ready_s = wait_ready(workers, n_items)
+        phases = asyncio.run(run_phases(cfg, env, options, workers, tmp, f"{run_id}-"))
+        phases["catalog_ready_s"] = round(ready_s, 1)
+        phases["worker_peak_rss_mb"] = [vm_hwm_mb(p.pid) for p, _ in workers]
+        phases["worker_env"] = {k: env[k] for k in BLAS_ENV if k in env}
+        return phases
+    except BaseException:
+        for w in range(n_workers):
+            print(f"[bench] worker{w} log tail:\n{log_tail(tmp / run_id / f'worker{w}.log')}", file=sys.stderr)
+        raise
     finally:
-        cluster.destroy()
+        stop_workers(workers)
+
+
+def _sigterm_to_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # so that the finally blocks stop the workers and the broker
+
+
+def start_broker(tmp: Path, attempts: int = 3) -> tuple[Any, str]:
+    """A throw-away one-node cluster under ``tmp`` on a free port; (cluster, bootstrap).
+
+    A failed start is destroyed and retried with a fresh data dir: the local broker's random cluster id
+    occasionally begins with ``-``, which ``kafka-storage format -t`` then reads as an option.
+    """
+    from stream.kafka_local.broker import LocalCluster, free_port
+
+    for attempt in range(1, attempts + 1):
+        cluster = LocalCluster(tmp / f"kafka{attempt}", port=free_port())
+        try:
+            return cluster, cluster.start()
+        except BaseException as exc:
+            cluster.destroy()
+            if attempt == attempts or not isinstance(exc, Exception):
+                raise
+            print(f"[bench] broker start failed (attempt {attempt}), retrying with a fresh data dir", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def bench_e2e(options: Any) -> dict[str, Any]:
+    from fusionrec.dataset import read_items
+
+    tmp = Path(tempfile.mkdtemp(prefix="fusionrec-bench-"))
+    cluster: Any = None
+    n_items = sum(1 for _ in read_items(options.dataset))
+    out: dict[str, Any] = {"runs": {}}
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    try:
+        cluster, bootstrap = start_broker(tmp)
+        out["broker"] = f"Apache Kafka (LocalCluster, 1 node, own data dir and free port) at {bootstrap}"
+        for n_workers in options.e2e_workers:
+            out["runs"][f"workers_{n_workers}"] = one_run(options, bootstrap, n_workers, n_items, tmp)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if cluster is not None:
+            cluster.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
     first = out["runs"].get(f"workers_{options.e2e_workers[0]}", {})
     target = first.get(f"load_{int(options.e2e_loads[-1])}", {}) if options.e2e_loads else {}
@@ -357,6 +442,9 @@ def bench_e2e(options: Any) -> dict[str, Any]:
         p99_ms=target.get("p99_ms", float("nan")),
         complete_at_offered=target.get("complete"),
         workers=options.e2e_workers[0],
+        events_per_s_by_workers={
+            name: run.get("saturation", {}).get("recs_per_s_steady", float("nan")) for name, run in out["runs"].items()
+        },
         latency="recommendation produced_at_ms - event Kafka timestamp (both wall clock, one machine); "
         "percentiles over the recommendations received; complete=false means the worker fell behind and "
         "the slowest events never arrived within the phase, so the percentiles are lower bounds",

@@ -52,8 +52,23 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_start": list(os.getloadavg()),
+        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "blas_threads": blas_threads(),
         "summary": f"{model}, {cores} cores, {ram_gb:.0f} GiB RAM",
     }
+
+
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_threads() -> dict[str, int]:
+    """Threads of each BLAS/OpenMP pool loaded so far (numpy's OpenBLAS matters for the core)."""
+    try:
+        import numpy  # noqa: F401  (loads its BLAS)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    return {f"{i.get('internal_api')}:{Path(i.get('filepath', '')).name}": int(i.get("num_threads", 0)) for i in threadpool_info()}
 
 
 def resolve_device(device: str) -> str:

@@ -1,0 +1,201 @@
+"""Event context (hour, weekday, device) → features → per-platform fusion weights.
+
+What a person wants from their cross-platform history depends on the moment: the video platform's
+history may matter more on a TV in the evening, the shop's on a phone at lunch.  The context of an
+event becomes a small feature vector, and a learned matrix ``M`` (platforms × features) turns it into a
+multiplicative adjustment of each platform's base fusion weight::
+
+    w_p = base_p · exp(clip(M_p · x)),   then rescaled so that Σ w_p = Σ base_p
+
+With ``M = 0`` (the initial state) the weights are exactly the base weights, so wiring this in changes
+nothing until something is learned; the clip bounds what a bad ``M`` can do, and the rescaling means
+context only moves weight between platforms, never inflates the whole profile.
+
+Features (:func:`feature_names`): a bias, hour and weekday on the unit circle (23:00 is next to 00:00,
+Sunday next to Monday), a one-hot device over :data:`DEVICES` plus ``other``, and a one-hot of the
+target platform.  A missing field contributes zeros, i.e. "no information", not "midnight".
+
+    >>> ctx = parse_context({"hour": "21", "weekday": "fri", "device": "TV"})
+    >>> ctx
+    EventContext(hour=21, weekday=4, device='tv')
+    >>> x = context_features(ctx, "video", ("shop", "video"))
+    >>> modulated_weights({"shop": 1.0, "video": 1.0}, x, zero_matrix(("shop", "video")), ("shop", "video"))
+    {'shop': 1.0, 'video': 1.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.errors import ValidationError
+
+__all__ = [
+    "DEVICES",
+    "WEEKDAYS",
+    "EventContext",
+    "parse_context",
+    "feature_names",
+    "feature_dim",
+    "context_features",
+    "zero_matrix",
+    "modulated_weights",
+]
+
+DEVICES = ("mobile", "desktop", "tablet", "tv")
+"""Devices with their own feature; any other device string maps to ``other``."""
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Weekday names (Monday = 0, as ``datetime.weekday()``); full names are accepted too."""
+
+MAX_LOGIT = 4.0
+"""Largest |M·x|: a context can scale a platform's weight by at most e⁴ ≈ 55 either way."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """The validated context of one event; every field is optional."""
+
+    hour: int | None = None  # local hour of day, 0..23
+    weekday: int | None = None  # 0 = Monday .. 6 = Sunday
+    device: str | None = None  # lower-case device kind, e.g. "mobile"
+
+
+def _reject(reason: str, detail: str) -> ValidationError:
+    return ValidationError(reason, f"context: {detail}")
+
+
+def _integer(raw: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    """An int or a decimal string within ``[low, high]``; events carry context as strings."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _reject("wrong_type", f"'{key}' must be an integer or a decimal string, got {type(value).__name__}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 3:
+            raise _reject("bad_value", f"'{key}' must be an integer in [{low}, {high}], got {value[:20]!r}")
+        value = int(text)
+    if not low <= value <= high:
+        raise _reject("bad_value", f"'{key}' must be in [{low}, {high}], got {value}")
+    return value
+
+
+_WEEKDAY_NAMES = {
+    **{short: i for i, short in enumerate(WEEKDAYS)},
+    **{
+        full: i
+        for i, full in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+    },
+}
+
+
+def _weekday(raw: Mapping[str, Any]) -> int | None:
+    """0..6 as a number or decimal string, or a weekday name ("fri", "Friday")."""
+    value = raw.get("weekday")
+    if isinstance(value, str) and not value.strip().isdigit():
+        day = _WEEKDAY_NAMES.get(value.strip().lower())
+        if day is None:
+            raise _reject("bad_value", f"'weekday' {value[:20]!r} is not 0..6 or a weekday name")
+        return day
+    return _integer(raw, "weekday", 0, 6)
+
+
+def parse_context(raw: Mapping[str, Any] | None, *, max_chars: int = 256) -> EventContext | None:
+    """Validate an event's ``context`` and return its typed form; ``None`` stays ``None``.
+
+    Raises :class:`~fusionrec.errors.ValidationError` with reason ``wrong_type`` (not a mapping, a field
+    of the wrong type), ``bad_value`` (out of range, unknown weekday, empty device) or ``too_long``.
+    Keys other than ``hour``, ``weekday`` and ``device`` are ignored: the context object is open to
+    other uses.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _reject("wrong_type", f"must be an object, got {type(raw).__name__}")
+    device = raw.get("device")
+    if device is not None:
+        if not isinstance(device, str):
+            raise _reject("wrong_type", f"'device' must be a string, got {type(device).__name__}")
+        if len(device) > max_chars:
+            raise _reject("too_long", f"'device' has {len(device)} chars > limit {max_chars}")
+        device = device.strip().lower()
+        if not device:
+            raise _reject("bad_value", "'device' must not be empty")
+    return EventContext(hour=_integer(raw, "hour", 0, 23), weekday=_weekday(raw), device=device)
+
+
+def feature_names(platforms: Sequence[str]) -> tuple[str, ...]:
+    """The meaning of each feature, in order (for logs, reasons and checkpoints)."""
+    return (
+        "bias",
+        "hour_sin",
+        "hour_cos",
+        "weekday_sin",
+        "weekday_cos",
+        *(f"device={d}" for d in (*DEVICES, "other")),
+        *(f"target={p}" for p in platforms),
+    )
+
+
+def feature_dim(platforms: Sequence[str]) -> int:
+    return 5 + len(DEVICES) + 1 + len(platforms)
+
+
+def context_features(ctx: EventContext | None, target: str, platforms: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The feature vector of one event (see :func:`feature_names`); an unknown target gets no target feature."""
+    x = np.zeros(feature_dim(platforms), dtype=np.float32)
+    x[0] = 1.0
+    if ctx is not None:
+        if ctx.hour is not None:
+            angle = 2.0 * math.pi * ctx.hour / 24.0
+            x[1], x[2] = math.sin(angle), math.cos(angle)
+        if ctx.weekday is not None:
+            angle = 2.0 * math.pi * ctx.weekday / 7.0
+            x[3], x[4] = math.sin(angle), math.cos(angle)
+        if ctx.device is not None:
+            slot = DEVICES.index(ctx.device) if ctx.device in DEVICES else len(DEVICES)
+            x[5 + slot] = 1.0
+    if target in platforms:
+        x[5 + len(DEVICES) + 1 + list(platforms).index(target)] = 1.0
+    return x
+
+
+def zero_matrix(platforms: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The initial (neutral) modulation matrix: platforms × features, all zeros."""
+    return np.zeros((len(platforms), feature_dim(platforms)), dtype=np.float32)
+
+
+def modulated_weights(
+    base: Mapping[str, float],
+    features: npt.ArrayLike,
+    matrix: npt.ArrayLike,
+    platforms: Sequence[str],
+) -> dict[str, float]:
+    """Per-platform fusion weights adjusted by the context; positive wherever the base weight is.
+
+    ``base`` maps platform → weight (missing = 1.0, as in fusion); a base weight of 0 switches a
+    platform off and stays 0.  Non-finite entries of ``matrix`` count as 0, so a corrupt matrix
+    degrades to the base weights instead of poisoning every profile with NaN.
+    """
+    x = np.asarray(features, dtype=np.float64).reshape(-1)
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (len(platforms), x.shape[0]):
+        raise ValueError(f"matrix must have shape ({len(platforms)}, {x.shape[0]}), got {m.shape}")
+    b = np.array([float(base.get(p, 1.0)) for p in platforms], dtype=np.float64)
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise ValueError(f"base weights must be finite and >= 0, got {dict(zip(platforms, b.tolist(), strict=True))}")
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries: inf - inf = NaN, mapped to 0 below
+        raw = np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0) @ np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    logits = np.clip(np.nan_to_num(raw, nan=0.0), -MAX_LOGIT, MAX_LOGIT)
+    w = b * np.exp(logits)
+    total = w.sum()
+    if total > 0:
+        w *= b.sum() / total
+    return {p: float(v) for p, v in zip(platforms, w, strict=True)}
