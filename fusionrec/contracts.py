@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 
 from fusionrec.config import LimitsConfig
+from fusionrec.policy.context import parse_context
 from fusionrec.errors import ValidationError
 
 __all__ = [
@@ -114,6 +115,7 @@ class RecItem:
     score: float
     platform: str
     reason: Mapping[str, Any]
+    explored: bool = False  # chosen by the exploration policy rather than by score
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class Recommendation:
     items: tuple[RecItem, ...]
     produced_at_ms: int
     event_produced_at_ms: int | None = None
+    variant: str | None = None  # the person's A/B variant; absent when no experiment runs
     v: int = SCHEMA_VERSION
 
 
@@ -157,7 +160,8 @@ def event_fields(event: BehaviorEvent) -> dict[str, Any]:
 def recommendation_fields(rec: Recommendation) -> dict[str, Any]:
     out = {name: value for name in _REC_FIELDS if (value := getattr(rec, name)) is not None}
     out["items"] = [
-        {"item_id": i.item_id, "score": i.score, "platform": i.platform, "reason": i.reason} for i in rec.items
+        {"item_id": i.item_id, "score": i.score, "platform": i.platform, "reason": i.reason, "explored": i.explored}
+        for i in rec.items
     ]
     return out
 
@@ -245,7 +249,9 @@ def _context(obj: Mapping[str, Any], limits: LimitsConfig) -> dict[str, str] | N
         return None
     if not isinstance(ctx, dict) or len(ctx) > 16:
         raise ValidationError("wrong_type", "'context' must be an object of at most 16 string fields")
-    return {str(k): s for k in ctx if (s := _string(ctx, k, limits.max_field_chars)) is not None}
+    out = {str(k): s for k in ctx if (s := _string(ctx, k, limits.max_field_chars)) is not None}
+    parse_context(out, max_chars=limits.max_field_chars)  # hour, weekday and device must make sense
+    return out
 
 
 def decode_event(

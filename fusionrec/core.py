@@ -6,6 +6,7 @@ and write person state; it returns recommendations and rejections (dead letters 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUps
 from fusionrec.fusion import FusionParams, PersonState, event_weight, learn, mix_vector, platform_mix
 from fusionrec.fusion import Vector
 from fusionrec.learning import OnlineLearner, RankRequest
+from fusionrec.policy.context import EventContext, parse_context
+from fusionrec.policy.exploration import Pick
+from fusionrec.policy.ranker import PolicyRanker
 from fusionrec.protocols import TextEncoderT, VectorIndexT
 
 __all__ = ["Identity", "Rejection", "Outcome", "Recommender", "item_text_of"]
@@ -57,6 +61,12 @@ class Outcome:
     event: BehaviorEvent
     person_id: str
     items: tuple[RecItem, ...]
+    variant: str | None = None  # the person's A/B variant (None without an experiment)
+
+
+def context_of(event: BehaviorEvent) -> EventContext | None:
+    """The event's typed context (validated when the event was decoded, so it parses here)."""
+    return parse_context(event.context) if event.context else None
 
 
 def item_text_of(item: ItemUpsert) -> str:
@@ -113,6 +123,7 @@ class Recommender:
         )
         self.model_version = model_version or f"fusion-v1-{cfg.digest()}"
         self.learner = OnlineLearner(encoder.dim, publish_every=cfg.model.learn_publish_every)
+        self.policy = PolicyRanker(cfg.policy, cfg.platforms)
         # ranking uses only the target platform's own history (the evaluator's ablation of fusion)
         self.restrict_to_target_platform = restrict_to_target_platform
 
@@ -163,7 +174,13 @@ class Recommender:
     def learn_event(self, state: PersonState, event: BehaviorEvent, vector: Vector) -> None:
         """Test-then-train the global learner on the event, then fold it into the person's state."""
         weight = event_weight(event.event_type, event.value, self.cfg.model.event_weights)
-        self.learner.observe(self.request(state, event.platform, event.ts), event.item_id, event.ts, weight > 0)
+        ctx = context_of(event)
+        base = self.mix(state, event.platform, event.ts, gated=False)
+        mix = self.gated(base, event.platform, ctx)
+        self.learner.observe(self.request(state, event.platform, event.ts, mix=mix), event.item_id, event.ts, weight > 0)
+        if weight > 0 and len(base) > 1:
+            cosines = {name: float(direction @ vector) for name, (_, direction) in base.items()}
+            self.learner.context.learn(event.platform, ctx, {n: a for n, (a, _) in base.items()}, cosines)
         learn(
             state,
             platform=event.platform,
@@ -208,18 +225,46 @@ class Recommender:
             pending.append(self.snapshot(position, event, person, state, fallback=item_vectors[event.item_id]))
         for person, state in states.items():
             save(person, state)
-        ranked = self.learner.rank([p.request for p in pending], self.cfg.worker.top_k)
-        outcomes = [
-            Outcome(p.position, p.event, p.person_id, items)
-            for p, items in zip(pending, self.explain_many(pending, ranked))
-        ]
+        picks, variants = self.choose([p.request for p in pending], [(p.person_id, p.event.event_id) for p in pending])
+        ranked = [[(pk.item_id, pk.score) for pk in picked] for picked in picks]
+        outcomes = []
+        for p, items, picked, variant in zip(pending, self.explain_many(pending, ranked), picks, variants):
+            items = tuple(dataclasses.replace(i, explored=True) if pk.explored else i for i, pk in zip(items, picked))
+            outcomes.append(Outcome(p.position, p.event, p.person_id, items, variant))
         return outcomes, rejections
+
+    def choose(
+        self, requests: Sequence[RankRequest], who: Sequence[tuple[str, str]], k: int | None = None
+    ) -> tuple[list[list[Pick]], list[str | None]]:
+        """The published top-``k`` per request under the ranking policy, and each person's variant.
+
+        ``who[i]`` is ``(person id, event id)`` of request ``i``: the variant and the exploration draws
+        are functions of them (and the seed), so a replayed event gets the same list.
+        """
+        k = k or self.cfg.worker.top_k
+        arms = [self.policy.arm(person, req.platform) for req, (person, _) in zip(requests, who)]
+        candidates = self.learner.rank(requests, self.policy.fetch(k, arms))
+        picks = [
+            self.policy.choose(
+                arm,
+                cands,
+                k,
+                person_id=person,
+                event_id=event_id,
+                platform=req.platform,
+                consumed=req.consumed,
+                vectors=self.index.vectors_of,
+                counts=self.learner.interaction_counts,
+            )
+            for arm, cands, req, (person, event_id) in zip(arms, candidates, requests, who)
+        ]
+        return picks, [arm.variant for arm in arms]
 
     def snapshot(
         self, position: int, event: BehaviorEvent, person: str, state: PersonState, *, fallback: Vector
     ) -> Pending:
         """Freeze what ranking and explaining need, as of this event (later events may change the state)."""
-        mix = self.mix(state, event.platform, event.ts)
+        mix = self.mix(state, event.platform, event.ts, context_of(event))
         query = mix_vector(mix)
         recent = {name: tuple(state.profiles[name].recent) for name in mix}
         request = self.request(state, event.platform, event.ts, mix=mix, fallback=fallback)
@@ -227,11 +272,21 @@ class Recommender:
 
     # --- ranking ------------------------------------------------------------------------------------
 
-    def mix(self, state: PersonState, platform: str, now: float) -> dict[str, tuple[float, Vector]]:
+    def mix(
+        self, state: PersonState, platform: str, now: float, ctx: EventContext | None = None, *, gated: bool = True
+    ) -> dict[str, tuple[float, Vector]]:
+        """Each platform profile's fusion weight and direction for ranking ``platform`` as of ``now``;
+        the weights are modulated by the event's context through the learned gate unless ``gated=False``."""
         mix = platform_mix(state, platform, now, self.params)
         if self.restrict_to_target_platform:
             mix = {name: m for name, m in mix.items() if name == platform}
-        return mix
+        return self.gated(mix, platform, ctx) if gated else mix
+
+    def gated(self, mix: dict[str, tuple[float, Vector]], platform: str, ctx: EventContext | None) -> dict[str, tuple[float, Vector]]:
+        if len(mix) < 2:
+            return mix
+        weights = self.learner.context.gate(platform, ctx, {name: alpha for name, (alpha, _) in mix.items()})
+        return {name: (weights[name], direction) for name, (_, direction) in mix.items()}
 
     def request(
         self,

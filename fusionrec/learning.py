@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from fusionrec.policy.context import ContextGate
+
 __all__ = ["Catalog", "OnlineLearner", "RankRequest", "FEATURES"]
 
 Vector = npt.NDArray[np.float32]
@@ -198,6 +200,7 @@ class OnlineLearner:
         self.published_version = 0
         # the published (ranking) model
         self.pub_weights: dict[str, npt.NDArray[np.float64]] = {}
+        self.context = ContextGate()  # context-aware fusion weights (fusionrec.policy.context)
 
     # ----------------------------------------------------------------------------- weights
 
@@ -450,6 +453,19 @@ class OnlineLearner:
         self.pop_ts = max(self.pop_ts, ts)
         self.pop_version += 1
 
+    def interaction_counts(self, platform: str, item_ids: Sequence[str]) -> tuple[npt.NDArray[np.float64], float]:
+        """Long-half-life decayed interaction counts of ``item_ids`` on ``platform`` and their platform total
+        (what exploration and novelty treat as "how often seen")."""
+        pop = self.pop_features(platform)
+        counts = np.zeros(len(item_ids), np.float64)
+        if pop is None:
+            return counts, 0.0
+        rows_of = self.catalog.rows_of(platform)
+        rows = np.fromiter((rows_of.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        ok = (rows >= 0) & (rows < pop.shape[1])
+        counts[ok] = np.expm1(pop[1, rows[ok]].astype(np.float64))
+        return counts, float(np.expm1(pop[1].astype(np.float64)).sum())
+
     def pop_features(self, platform: str) -> npt.NDArray[np.float32] | None:
         """(2, n) log1p of the decayed counts as of the newest learned event (cached per version)."""
         cached = self._pop_cache.get(platform)
@@ -537,6 +553,7 @@ class OnlineLearner:
     def publish(self) -> None:
         """Hand the live weights to the ranker (statistics are live: they are counts, not fitted)."""
         self.pub_weights = {p: w.copy() for p, w in self.weights.items()}
+        self.context.publish()
         self.unpublished = 0
         self.published_version += 1
 
@@ -571,7 +588,10 @@ class OnlineLearner:
                 n = self.catalog.size(p)
                 tensors[f"pop.{p}"] = pop[:, :n].copy()
                 tensors[f"pop_ids_idx.{p}"] = np.array([index[i] for i in self.catalog.ids[p][: pop[:, :n].shape[1]]], np.int64)
+        context_tensors, context_meta = self.context.state()
+        tensors.update(context_tensors)
         meta = {
+            **context_meta,
             "features": json.dumps(FEATURES),
             "items": json.dumps(names),
             "platforms": json.dumps(platforms),
@@ -612,6 +632,7 @@ class OnlineLearner:
         self._sampler = {}
         self.unpublished = 0
         self.pub_weights = {p: w.copy() for p, w in self.weights.items()}
+        self.context.load(tensors, meta)
         self.published_version = int(meta["version"])
 
     def save_checkpoint(self, directory: str | Path, manifest: dict[str, object] | None = None) -> Path:

@@ -263,9 +263,15 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             items=outcome.items,
             produced_at_ms=now_ms,
             event_produced_at_ms=produced_ms,
+            variant=outcome.variant,
         )
         await send(k.recs_topic, outcome.person_id.encode(), encode(message))
         metrics.recommendations_total.labels(outcome.event.platform).inc()
+        variant = outcome.variant or "none"
+        metrics.variant_recommendations_total.labels(variant).inc()
+        explored = sum(1 for i in outcome.items if i.explored)
+        if explored:
+            metrics.explored_items_total.labels(variant).inc(explored)
         if produced_ms is not None:
             metrics.latency_ms.observe(now_ms - produced_ms)
         online_recall.observe(outcome.person_id, outcome.event.platform, outcome.event.item_id, [i.item_id for i in outcome.items])

@@ -129,6 +129,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         restrict_to_target_platform=args.restrict_to_target_platform,
         sasrec=not args.no_sasrec,
         sasrec_epochs=args.sasrec_epochs,
+        baselines=not args.no_baselines,
+        policy=args.policy,
     )
     report = evaluate(cfg, args.dataset, options)
     print(format_table(report))
@@ -224,6 +226,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit-users", type=int, default=None, help="only the first N users (for a quick run)")
     ev.add_argument("--restrict-to-target-platform", action="store_true", help="rank with the target platform's history only")
     ev.add_argument("--no-sasrec", action="store_true", help="skip the SASRec baseline (faster)")
+    ev.add_argument("--no-baselines", action="store_true", help="the model only (e.g. to compare ranking policies)")
+    ev.add_argument(
+        "--policy", default=None, choices=["none", "epsilon_greedy", "thompson", "ucb"],
+        help="ranking policy of the model (default: policy.name of the config; none = pure exploitation)",
+    )
     ev.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec training epochs (default 30, capped at 300 s)")
     ev.set_defaults(func=cmd_eval)
 

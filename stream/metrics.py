@@ -33,6 +33,18 @@ class Metrics:
         self.recommendations_total = Counter(
             "fusionrec_recommendations_total", "Recommendation messages published.", ["platform"], registry=r
         )
+        self.variant_recommendations_total = Counter(
+            "fusionrec_variant_recommendations_total",
+            "Recommendation messages published, by A/B variant (\"none\" without an experiment).",
+            ["variant"],
+            registry=r,
+        )
+        self.explored_items_total = Counter(
+            "fusionrec_explored_items_total",
+            "Recommended items chosen by the exploration policy rather than by score, by A/B variant.",
+            ["variant"],
+            registry=r,
+        )
         self.dead_letters_total = Counter(
             "fusionrec_dead_letters_total", "Messages sent to the dead-letter topic, by reason.", ["reason", "topic"], registry=r
         )

@@ -26,10 +26,12 @@ __all__ = [
     "intra_list_diversity",
     "novelty_at_k",
     "BeyondAccuracy",
+    "BEYOND_NAMES",
 ]
 
 KS = (10, 20)
 METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("recall", "ndcg"))
+BEYOND_NAMES = ("coverage@10", "diversity@10", "novelty@10")
 
 
 def recall_at_k(ranked: Sequence[str], relevant: Set[str], k: int) -> float:

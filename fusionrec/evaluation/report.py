@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fusionrec.evaluation.metrics import METRIC_NAMES, MetricSet
+from fusionrec.evaluation.metrics import BEYOND_NAMES, METRIC_NAMES, BeyondAccuracy, MetricSet
 from fusionrec.learning import FEATURES
 
 __all__ = ["to_json", "format_table"]
@@ -12,27 +12,39 @@ __all__ = ["to_json", "format_table"]
 MODEL = "model"
 
 
-def _row(ms: MetricSet) -> dict[str, float]:
-    return {name: round(v, 5) for name, v in ms.mean().items()}
+def _row(ms: MetricSet, beyond: BeyondAccuracy | None = None, catalog_size: int = 0) -> dict[str, float]:
+    row = {name: round(v, 5) for name, v in ms.mean().items()}
+    if beyond is not None:
+        row.update({name: round(v, 5) for name, v in beyond.mean(catalog_size).items()})
+    return row
 
 
-def _methods(per: dict[str, MetricSet]) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, int]]:
-    model = _row(per[MODEL]) if MODEL in per else _row(MetricSet())
-    return model, {m: _row(s) for m, s in per.items() if m != MODEL}, {"targets": per[MODEL].n if MODEL in per else 0}
+def _methods(
+    per: dict[str, MetricSet], beyond: dict[str, BeyondAccuracy], catalog_size: int
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, int]]:
+    def row(method: str) -> dict[str, float]:
+        return _row(per[method], beyond.get(method), catalog_size) if method in per else _row(MetricSet())
+
+    baselines = {m: row(m) for m in per if m != MODEL}
+    return row(MODEL), baselines, {"targets": per[MODEL].n if MODEL in per else 0}
 
 
 def to_json(result: Any) -> dict[str, Any]:
-    overall = result.slices.get("overall", {})
-    model, baselines, _ = _methods(overall)
+    sizes: dict[str, int] = result.info.get("catalog_sizes", {})
+
+    def methods(name: str) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, int]]:
+        catalog = sum(sizes.get(p, 0) for p in result.slice_platforms.get(name, ()))
+        return _methods(result.slices.get(name, {}), result.beyond.get(name, {}), catalog)
+
+    model, baselines, _ = methods("overall")
     slices: dict[str, Any] = {}
     for name in ("cross_platform", "cold_items"):
-        per = result.slices.get(name, {})
-        m, b, c = _methods(per) if per else (_row(MetricSet()), {}, {"targets": 0})
+        m, b, c = methods(name) if result.slices.get(name) else (_row(MetricSet()), {}, {"targets": 0})
         slices[name] = {"targets": c["targets"], "model": m, "baselines": b}
     slices["per_platform"] = {}
-    for name, per in sorted(result.slices.items()):
+    for name in sorted(result.slices):
         if name.startswith("platform:"):
-            m, b, c = _methods(per)
+            m, b, c = methods(name)
             slices["per_platform"][name.split(":", 1)[1]] = {"targets": c["targets"], "model": m, "baselines": b}
     return {
         "dataset": result.dataset,
@@ -51,10 +63,11 @@ def format_table(report: dict[str, Any]) -> str:
 
     def table(title: str, n: int, model: dict[str, float], baselines: dict[str, dict[str, float]]) -> None:
         lines.append(f"{title} ({n} targets)")
-        lines.append("| method | " + " | ".join(METRIC_NAMES) + " |")
-        lines.append("|---|" + "---:|" * len(METRIC_NAMES))
+        columns = [m for m in (*METRIC_NAMES, *BEYOND_NAMES) if m in model]
+        lines.append("| method | " + " | ".join(columns) + " |")
+        lines.append("|---|" + "---:|" * len(columns))
         for name, row in [("model", model), *baselines.items()]:
-            lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4f}" for m in METRIC_NAMES) + " |")
+            lines.append(f"| {name} | " + " | ".join(f"{row.get(m, float('nan')):.4f}" for m in columns) + " |")
         lines.append("")
 
     table("overall", report["targets"], report["model"], report["baselines"])

@@ -45,6 +45,7 @@ __all__ = [
     "context_features",
     "zero_matrix",
     "modulated_weights",
+    "ContextGate",
 ]
 
 DEVICES = ("mobile", "desktop", "tablet", "tv")
@@ -199,3 +200,97 @@ def modulated_weights(
     if total > 0:
         w *= b.sum() / total
     return {p: float(v) for p, v in zip(platforms, w, strict=True)}
+
+
+GATE_FEATURES = feature_dim(())
+"""Context features of the gate: bias, hour, weekday and device (the target platform picks the matrix)."""
+
+
+class ContextGate:
+    """Learned, context-aware fusion weights: one matrix per target platform, rows per source platform.
+
+    ``gate(target, ctx, alphas)`` rescales each source platform's base weight ``α_p`` by
+    ``exp(clip(M[target][p] · x))`` and renormalises to the same total (see :func:`modulated_weights`);
+    ``learn`` takes one gradient step, per positive event, on the attention-weighted cosine between
+    the platform profiles and the item the person actually chose::
+
+        a_p = w_p / Σ w,   J = Σ_p a_p · cos(û_p, v),   ∂J/∂logit_p = a_p · (cos_p − J)
+
+    so the platforms whose profile predicted the chosen item gain weight in that context.  Matrices
+    start at zero: until something is learned the weights are exactly the base weights.  Like the
+    learner's weights, ``learn`` updates the live matrices and ranking reads the copy made by
+    ``publish`` (``gate(..., live=False)``), so one micro-batch is ranked with one model.
+    """
+
+    def __init__(self, lr: float = 0.05) -> None:
+        self.lr = lr
+        self.rows: dict[str, dict[str, npt.NDArray[np.float64]]] = {}  # live: target -> source -> (F,)
+        self.published: dict[str, dict[str, npt.NDArray[np.float64]]] = {}
+        self.updates = 0
+
+    def publish(self) -> None:
+        self.published = {t: {p: row.copy() for p, row in rows.items()} for t, rows in self.rows.items()}
+
+    @staticmethod
+    def features(ctx: EventContext | None) -> npt.NDArray[np.float64]:
+        return context_features(ctx, "", ()).astype(np.float64)
+
+    def logits(
+        self, target: str, sources: Sequence[str], x: npt.NDArray[np.float64], *, live: bool = False
+    ) -> npt.NDArray[np.float64]:
+        rows = (self.rows if live else self.published).get(target, {})
+        out = np.array([float(rows[p] @ x) if p in rows else 0.0 for p in sources])
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), -MAX_LOGIT, MAX_LOGIT)
+
+    def gate(
+        self, target: str, ctx: EventContext | None, alphas: Mapping[str, float], *, live: bool = False
+    ) -> dict[str, float]:
+        """The context-modulated weights; unchanged with fewer than two sources or any negative weight."""
+        sources = list(alphas)
+        base = np.array([alphas[p] for p in sources], dtype=np.float64)
+        known = target in (self.rows if live else self.published)
+        if len(sources) < 2 or not known or np.any(base < 0) or not np.all(np.isfinite(base)):
+            return dict(alphas)
+        w = base * np.exp(self.logits(target, sources, self.features(ctx), live=live))
+        total = w.sum()
+        if total > 0:
+            w *= base.sum() / total
+        return {p: float(v) for p, v in zip(sources, w, strict=True)}
+
+    def learn(self, target: str, ctx: EventContext | None, alphas: Mapping[str, float], cosines: Mapping[str, float]) -> None:
+        """One step towards the sources whose profile was closest to the chosen item."""
+        sources = [p for p in alphas if p in cosines]
+        if len(sources) < 2:
+            return
+        weights = self.gate(target, ctx, {p: alphas[p] for p in sources}, live=True)
+        w = np.array([weights[p] for p in sources])
+        if np.any(w < 0) or w.sum() <= 0:
+            return
+        a = w / w.sum()
+        s = np.array([cosines[p] for p in sources])
+        grad = a * (s - float(a @ s))
+        x = self.features(ctx)
+        rows = self.rows.setdefault(target, {})
+        for p, g in zip(sources, grad, strict=True):
+            row = rows.setdefault(p, np.zeros(GATE_FEATURES))
+            row += self.lr * g * x
+        self.updates += 1
+
+    def state(self) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
+        """Tensors (``context.<target>.<source>``) and metadata for a checkpoint."""
+        import json
+
+        tensors = {f"context.{t}.{p}": row.copy() for t, rows in self.rows.items() for p, row in rows.items()}
+        keys = [[t, p] for t, rows in self.rows.items() for p in rows]
+        return tensors, {"context_keys": json.dumps(keys), "context_updates": str(self.updates)}
+
+    def load(self, tensors: Mapping[str, npt.NDArray[np.float64]], meta: Mapping[str, str]) -> None:
+        import json
+
+        self.rows = {}
+        for t, p in json.loads(meta.get("context_keys", "[]")):
+            row = np.asarray(tensors[f"context.{t}.{p}"], dtype=np.float64)
+            if row.shape == (GATE_FEATURES,):
+                self.rows.setdefault(t, {})[p] = row.copy()
+        self.updates = int(meta.get("context_updates", "0"))
+        self.publish()

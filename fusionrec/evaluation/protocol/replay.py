@@ -18,6 +18,7 @@ parameters at the start of a batch exactly as in the worker.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import time
@@ -27,25 +28,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, IdentityLink
 from fusionrec.core import Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
-from fusionrec.evaluation.metrics import KS, MetricSet
+from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet
 from fusionrec.fusion import PersonState
+from fusionrec.policy.ranker import PolicyRanker
 
 __all__ = ["EvalOptions", "evaluate", "replay", "ReplayResult"]
 
 log = logging.getLogger(__name__)
 MODEL = "model"
 ITEM_CHUNK = 4096
+BEYOND_K = 10  # coverage@10, diversity@10, novelty@10
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     limit_users: int | None = None
     restrict_to_target_platform: bool = False
+    policy: str | None = None  # ranking policy for the model (None: the config's)
     sasrec: bool = True
     sasrec_epochs: int | None = None
     baselines: bool = True
@@ -59,6 +65,12 @@ class ReplayResult:
     seconds: float = 0.0
     # slice name -> method name -> metrics
     slices: dict[str, dict[str, MetricSet]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(MetricSet)))
+    # slice name -> method name -> coverage / diversity / novelty at 10
+    beyond: dict[str, dict[str, BeyondAccuracy]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(BeyondAccuracy))
+    )
+    # slice name -> platforms of its targets (the catalog that coverage is measured against)
+    slice_platforms: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +113,9 @@ def replay(
             group_of[(de.event.user_id, de.event.ts)].append(n)
     ranked_groups: set[tuple[str, float]] = set()
     rejected: dict[str, int] = defaultdict(int)
+    interactions: dict[str, float] = defaultdict(float)  # item -> learned events so far (novelty)
+    n_interactions = 0.0
+    catalog = rec.learner.catalog
 
     def link(event: BehaviorEvent) -> None:
         key = (event.platform, event.user_id)
@@ -128,6 +143,13 @@ def replay(
             for b in baselines:
                 b.learn(person, e.item_id, e.ts, positive)
             seen_items.add(e.item_id)
+            interactions[e.item_id] += 1.0
+        nonlocal n_interactions
+        n_interactions += len(batch) - len(bad)
+
+    def list_vectors(ranked: list[str]) -> Any:
+        vecs = [catalog.vector(i) for i in ranked]
+        return np.stack([v for v in vecs if v is not None]) if any(v is not None for v in vecs) else None
 
     def rank_groups(groups: list[tuple[str, float]]) -> None:
         rec.learner.maybe_publish()  # as at the start of a worker batch
@@ -155,8 +177,10 @@ def replay(
         model_reqs = [rec.request(state, platform, ts) for person, platform, ts, _, state, _ in requests]
         usable = [n for n, r in enumerate(model_reqs) if r.fused is not None]
         ranked_model: list[list[str]] = [[] for _ in requests]
-        for n, items in zip(usable, rec.rank_requests([model_reqs[n] for n in usable], kk)):
-            ranked_model[n] = [i for i, _ in items]
+        who = [(requests[n][0], requests[n][3][0].event_id) for n in usable]  # the policy's draws: person, event
+        picks, _ = rec.choose([model_reqs[n] for n in usable], who, kk)
+        for n, picked in zip(usable, picks):
+            ranked_model[n] = [p.item_id for p in picked]
         lists: dict[str, list[list[str]]] = {MODEL: ranked_model}
         base_reqs = [BaselineRequest(person, platform, ts, frozenset(state.consumed)) for person, platform, ts, _, state, _ in requests]
         for b in baselines:
@@ -170,10 +194,14 @@ def replay(
                 if t.item_id not in seen_items:
                     names.append("cold_items")
                 result.targets += 1
+                for name in names:
+                    result.slice_platforms[name].add(platform)
                 for method, per in lists.items():
                     ranked = [i for i in per[n] if i == t.item_id or i not in group_items][:k]
+                    vectors = list_vectors(ranked[:BEYOND_K])
                     for name in names:
                         result.slices[name][method].add(ranked, {t.item_id})
+                        result.beyond[name][method].add(ranked, vectors, interactions, n_interactions)
 
     start = time.perf_counter()
     pending_history: list[BehaviorEvent] = []
@@ -218,8 +246,11 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
         from stream.app import build_recommender  # the workers' factory: same encoder, cache, index
 
         recommender = build_recommender(cfg)
+    if options.policy is not None:
+        cfg = cfg.replace(policy=dataclasses.replace(cfg.policy, name=options.policy, platform_policies="", variants=""))
     rec = recommender
     rec.restrict_to_target_platform = options.restrict_to_target_platform
+    rec.policy = PolicyRanker(cfg.policy, cfg.platforms)
     items = list(read_items(dataset))
     t_items = time.perf_counter()
     for s in range(0, len(items), ITEM_CHUNK):
@@ -250,6 +281,9 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     info.update(result.info)
     info["replay_seconds"] = round(result.seconds - items_s - info.get("sasrec_train_seconds", 0.0), 1)
     info["restrict_to_target_platform"] = options.restrict_to_target_platform
+    info["policy"] = {"name": cfg.policy.name, **cfg.policy.params(), "mmr_lambda": cfg.policy.mmr_lambda,
+                      "novelty_weight": cfg.policy.novelty_weight, "candidates": cfg.policy.candidates}
+    info["catalog_sizes"] = {p: rec.learner.catalog.size(p) for p in rec.learner.catalog.ids}
     info["learned_weights"] = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
     result.info = info
     return to_json(result)

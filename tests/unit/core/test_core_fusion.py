@@ -55,8 +55,9 @@ def feed(state: PersonState, platform: str, item: str, vec: np.ndarray, *, weigh
     "stars, expected", [(5.0, 1.0), (2.5, 0.0), (0.0, -1.0), (1.0, -0.6), (4.0, 0.6), (3.75, 0.5)]
 )
 def test_rating_is_centred_at_two_and_a_half(stars: float, expected: float) -> None:
-    assert event_weight("rating", stars, DEFAULT_EVENT_WEIGHTS) == pytest.approx(expected)
+    assert event_weight("rating", stars, {"rating": 1.0}) == pytest.approx(expected)
     assert event_weight("rating", stars, {"rating": 2.0}) == pytest.approx(2 * expected)
+    assert event_weight("rating", stars, DEFAULT_EVENT_WEIGHTS) == pytest.approx(DEFAULT_EVENT_WEIGHTS["rating"] * expected)
 
 
 def test_event_weight_of_other_types() -> None:
@@ -64,7 +65,7 @@ def test_event_weight_of_other_types() -> None:
     assert event_weight("click", None, w) == 1.0
     assert event_weight("purchase", None, w) == 3.0
     assert event_weight("view", 5.0, w) == 0.5  # the value only matters for ratings
-    assert event_weight("rating", None, w) == 1.0  # a rating without stars counts as a plain rating
+    assert event_weight("rating", None, w) == w["rating"]  # a rating without stars counts as a plain rating
     assert event_weight("share", None, w) == 1.0  # unknown types weigh 1
     assert event_weight("click", None, {}) == 1.0
 

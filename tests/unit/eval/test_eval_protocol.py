@@ -156,15 +156,20 @@ def test_group_mates_do_not_count_against_each_other(tmp_path: Path) -> None:
 def test_evaluate_report_shape(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "tiny")
     report = evaluate(make_rec().cfg, folder, EvalOptions(sasrec_epochs=1), recommender=make_rec())
-    metrics = {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
+    metrics = {"recall@10", "ndcg@10", "recall@20", "ndcg@20", "coverage@10", "diversity@10", "novelty@10"}
     assert report["targets"] == sum(1 for de in load_dataset(folder, None) if de.role == "target")
     assert set(report["model"]) == metrics
     assert set(report["baselines"]) == {"popularity", "cooccurrence", "text_mean", "sasrec"}
+    for row in report["baselines"].values():
+        assert set(row) == metrics
     for name in ("cross_platform", "cold_items"):
         assert set(report["slices"][name]["model"]) == metrics
     assert set(report["slices"]["per_platform"]) == {"arts", "office"}
     for row in report["slices"]["per_platform"].values():
         assert set(row["baselines"]) == {"popularity", "cooccurrence", "text_mean", "sasrec"}
+        assert set(row["model"]) == metrics
+    assert 0.0 < report["model"]["coverage@10"] <= 1.0
+    assert report["info"]["policy"]["name"] == "epsilon_greedy"
     assert report["info"]["sasrec_train_seconds"] >= 0
 
 

@@ -68,3 +68,14 @@ def test_bad_policy_settings(env: dict[str, str], words: list[str]) -> None:
 def test_policy_does_not_change_the_model_digest() -> None:
     """The digest guards checkpoint compatibility; the policy changes no learned state."""
     assert Config(policy=PolicyConfig(name="none")).digest() == Config().digest()
+
+
+def test_default_event_weights_order_view_click_like_purchase_top_rating() -> None:
+    from fusionrec.config import DEFAULT_EVENT_WEIGHTS as W
+    from fusionrec.fusion import event_weight
+
+    def w(kind: str, value: float | None = None) -> float:
+        return event_weight(kind, value, W)
+
+    assert w("view") < w("click") < w("like") < w("purchase") < w("rating", 5.0)
+    assert w("rating", 1.0) < 0 < w("rating", 3.0) < w("rating", 4.0) < w("rating", 5.0)

@@ -151,3 +151,54 @@ def test_switched_off_platform_stays_off_and_bad_inputs_raise() -> None:
         modulated_weights({}, x, np.zeros((2, 3)), PLATFORMS)
     with pytest.raises(ValueError, match="base"):
         modulated_weights({"shop": -1.0}, x, m, PLATFORMS)
+
+
+# --- the learned gate -------------------------------------------------------------------------------
+
+from fusionrec.policy.context import ContextGate  # noqa: E402
+
+
+def test_gate_is_neutral_until_published() -> None:
+    gate = ContextGate()
+    alphas = {"shop": 1.0, "video": 0.5}
+    assert gate.gate("shop", None, alphas) == alphas
+    gate.learn("shop", None, alphas, {"shop": 0.9, "video": 0.1})
+    assert gate.gate("shop", None, alphas) == alphas  # ranking reads the published copy
+    gate.publish()
+    moved = gate.gate("shop", None, alphas)
+    assert moved != alphas and sum(moved.values()) == pytest.approx(sum(alphas.values()))
+
+
+def test_gate_learns_which_platform_predicts_in_which_context() -> None:
+    """On a TV the video profile predicts the chosen items; on a phone the shop profile does."""
+    gate = ContextGate(lr=0.2)
+    alphas = {"shop": 1.0, "video": 1.0}
+    tv, phone = EventContext(device="tv"), EventContext(device="mobile")
+    for _ in range(200):
+        gate.learn("video", tv, alphas, {"shop": 0.1, "video": 0.8})
+        gate.learn("video", phone, alphas, {"shop": 0.8, "video": 0.1})
+    gate.publish()
+    on_tv, on_phone = gate.gate("video", tv, alphas), gate.gate("video", phone, alphas)
+    assert on_tv["video"] > on_tv["shop"] and on_phone["shop"] > on_phone["video"]
+    assert gate.gate("shop", tv, alphas) == alphas  # another target platform has its own matrix
+
+
+def test_gate_state_round_trips_and_skips_one_source() -> None:
+    gate = ContextGate()
+    gate.learn("video", EventContext(hour=21), {"shop": 1.0, "video": 2.0}, {"shop": 0.2, "video": 0.6})
+    gate.learn("video", None, {"video": 2.0}, {"video": 0.6})  # one source: nothing to gate
+    tensors, meta = gate.state()
+    again = ContextGate()
+    again.load(tensors, meta)
+    alphas = {"shop": 1.0, "video": 2.0}
+    gate.publish()
+    assert again.gate("video", EventContext(hour=21), alphas) == gate.gate("video", EventContext(hour=21), alphas)
+    assert again.updates == gate.updates == 1
+
+
+def test_negative_or_single_weights_pass_through() -> None:
+    gate = ContextGate()
+    gate.learn("shop", None, {"shop": 1.0, "video": 1.0}, {"shop": 1.0, "video": 0.0})
+    gate.publish()
+    assert gate.gate("shop", None, {"shop": 1.0, "video": -1.0}) == {"shop": 1.0, "video": -1.0}
+    assert gate.gate("shop", None, {"shop": 1.0}) == {"shop": 1.0}
