@@ -110,15 +110,18 @@ class _IdMapShard:
     def __init__(self, dim: int) -> None:
         self._dim = dim
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._n = 0  # ntotal, kept here: each SWIG attribute read costs tens of microseconds per search
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return self._n
 
     def add(self, ids: IntIds, vecs: Vectors) -> None:
         self._index.add_with_ids(vecs, ids)
+        self._n = int(self._index.ntotal)
 
     def remove(self, ids: IntIds) -> None:
         self._index.remove_ids(ids)  # type: ignore[arg-type]  # faiss wraps arrays in an IDSelector
+        self._n = int(self._index.ntotal)
 
     def search(self, queries: Vectors, k: int) -> tuple[npt.NDArray[np.float32], IntIds]:
         scores, ids = self._index.search(queries, min(k, len(self)))
@@ -400,9 +403,13 @@ class ItemIndex:
         """One faiss call per shard for the whole group; merged and sorted best-first."""
         shards = [self._shards[platform]] if platform is not None else [s for s in self._shards.values() if len(s)]
         parts = [s.search(queries, fetch) for s in shards]
-        scores = np.concatenate([p[0] for p in parts], axis=1)
-        ids = np.concatenate([p[1] for p in parts], axis=1)
-        scores = np.where(ids >= 0, scores, -np.inf)
+        if len(parts) == 1:
+            scores, ids = parts[0]
+        else:
+            scores = np.concatenate([p[0] for p in parts], axis=1)
+            ids = np.concatenate([p[1] for p in parts], axis=1)
+        if (ids < 0).any():
+            scores = np.where(ids >= 0, scores, -np.inf)
         if len(parts) > 1 or isinstance(shards[0], _TombstoneShard):
             order = np.argsort(-scores, axis=1, kind="stable")
             scores = np.take_along_axis(scores, order, axis=1)
