@@ -8,7 +8,9 @@ Score of item ``i`` of target platform ``t`` for a person (all terms batched, no
           cos(last item, v_i)              -- sequential, by text (any platform)
           log1p(C[last → i])               -- online item-to-item co-occurrence, last item
           log1p(Σ_k r_k C[j_k → i]/√n_j)   -- the same over the recent window (r_k = 1/(k+1))
-          log1p(pop_short(i)), log1p(pop_long(i)) ]  -- time-decayed popularity on ``t``
+          log1p(pop_short(i)), log1p(pop_long(i))   -- time-decayed popularity on ``t``
+          log1p(Σ_j C[j → i]/√(n_j·c_i)) ]  -- item-kNN: cosine-normalised over the whole sequence
+                                              (c_i = positive interactions with i)
 
 The three text features are linear in ``v_i``, so they fold into one query vector: one matmul per
 request, then dense adds for popularity and sparse adds for co-occurrence.  The weights ``w_t`` are
@@ -45,11 +47,12 @@ __all__ = ["Catalog", "OnlineLearner", "RankRequest", "FEATURES"]
 
 Vector = npt.NDArray[np.float32]
 
-FEATURES = ("cos_fused", "cos_own", "cos_last", "cooc_last", "cooc_window", "pop_short", "pop_long")
-INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+FEATURES = ("cos_fused", "cos_own", "cos_last", "cooc_last", "cooc_window", "pop_short", "pop_long", "cooc_knn")
+INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 N_TEXT = 3
 WINDOW = 5  # co-occurrence window (items before the current one)
 SEQ_FEATURE = 10  # recent items whose co-occurrence lists feed the window feature
+KNN_HISTORY = 20  # items whose co-occurrence lists feed the item-kNN feature (the whole sequence)
 BACKWARD = 0.5  # weight of the reverse direction (i after j also counts j near i, less)
 RANK_CHUNK = 256  # requests per matrix product: (256 x n) float32 scores stay a few MB
 
@@ -190,6 +193,7 @@ class OnlineLearner:
         self.weights: dict[str, npt.NDArray[np.float64]] = {}  # live
         self.grad_sq: dict[str, npt.NDArray[np.float64]] = {}
         self.pop: dict[str, npt.NDArray[np.float64]] = {}  # live popularity, (2, n), as of pop_ts
+        self.counts: dict[str, npt.NDArray[np.float64]] = {}  # positive interactions per item row (not decayed)
         self.pop_ts = float("-inf")
         self.pop_ref = float("-inf")
         self.pop_version = 0
@@ -220,14 +224,17 @@ class OnlineLearner:
             q = term if q is None else q + term
         return q
 
-    def cooc_scores(self, platform: str, seq: Sequence[str], n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
-        """Dense (n,) arrays: co-occurrence with the last item, and over the recent window."""
+    def cooc_scores(
+        self, platform: str, seq: Sequence[str], n: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+        """Dense (n,) arrays: co-occurrence with the last item, over the recent window, and item-kNN."""
         if not seq:
             return None
         last = np.zeros(n, np.float32)
         window = np.zeros(n, np.float32)
+        knn = np.zeros(n, np.float32)
         found = False
-        for k, item in enumerate(reversed(seq[-SEQ_FEATURE:])):
+        for k, item in enumerate(reversed(seq[-KNN_HISTORY:])):
             nb = self.cooc.get(item, {}).get(platform)
             if nb is None or not nb.pos:
                 continue
@@ -235,37 +242,26 @@ class OnlineLearner:
             keep = rows < n
             rows, vals = rows[keep], vals[keep]
             found = True
+            inv = np.float32(1.0 / math.sqrt(self.src_count.get(item, 1.0)))
             if k == 0:
                 last[rows] += vals
-            window[rows] += vals * np.float32(1.0 / ((k + 1) * math.sqrt(self.src_count.get(item, 1.0))))
+            if k < SEQ_FEATURE:
+                window[rows] += vals * (inv / np.float32(k + 1))
+            knn[rows] += vals * inv
         if not found:
             return None
-        return np.log1p(last), np.log1p(window)
+        return np.log1p(last), np.log1p(window), np.log1p(knn * self.inv_sqrt_counts(platform, n))
 
-    def dense_scores(self, req: RankRequest, w: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float32] | None:
-        """Scores of every row of the request's platform (dead rows -inf); None without signal."""
-        w = self.weights_of(req.platform) if w is None else w
-        cat = self.catalog
-        n = cat.size(req.platform)
-        if n == 0:
-            return None
-        q = self.text_query(req, w)
-        if q is None and req.fused is None and not req.seq:
-            return None  # nothing known of the person
-        scores = cat.mats[req.platform][:n] @ q if q is not None else np.zeros(n, np.float32)
-        self._add_extras(scores, req, w, n)
-        scores[~cat.alive[req.platform][:n]] = -np.inf
-        return scores
-
-    def _add_extras(self, scores: npt.NDArray[np.float32], req: RankRequest, w: npt.NDArray[np.float64], n: int) -> None:
-        if w[3] != 0.0 or w[4] != 0.0:
-            co = self.cooc_scores(req.platform, req.seq, n)
-            if co is not None:
-                scores += np.float32(w[3]) * co[0] + np.float32(w[4]) * co[1]
-        pop = self.pop_features(req.platform)
-        if pop is not None and (w[5] != 0.0 or w[6] != 0.0):
-            m = min(n, pop.shape[1])
-            scores[:m] += np.float32(w[5]) * pop[0, :m] + np.float32(w[6]) * pop[1, :m]
+    def inv_sqrt_counts(self, platform: str, n: int, cols: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float32]:
+        """``1/sqrt(max(count_i, 1))`` of the positive interactions with each item (all rows, or ``cols``)."""
+        counts = self.counts.get(platform)
+        if cols is None:
+            cols = np.arange(n)
+        out = np.ones(len(cols), np.float32)
+        if counts is not None:
+            ok = cols < len(counts)
+            out[ok] = 1.0 / np.sqrt(np.maximum(counts[cols[ok]], 1.0))
+        return out
 
     def rank(self, requests: Sequence[RankRequest], k: int) -> list[list[tuple[str, float]]]:
         """Top-``k`` ``(item_id, score)`` per request, best first (ties by catalog row).
@@ -332,10 +328,10 @@ class OnlineLearner:
             if q is not None:
                 Q[b] = q
         scores = Q @ cat.mats[platform][:n].T
-        if w[3] != 0.0 or w[4] != 0.0:
-            last_buf, window_buf = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        if w[3] != 0.0 or w[4] != 0.0 or w[7] != 0.0:
+            bufs = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
             for b, r in enumerate(rows):
-                self._add_cooc_row(scores[b], platform, reqs[r].seq, n, w, last_buf, window_buf)
+                self._add_cooc_row(scores[b], platform, reqs[r].seq, n, w, *bufs)
         pop = self.pop_features(platform)
         if pop is not None and (w[5] != 0.0 or w[6] != 0.0):
             m = min(n, pop.shape[1])
@@ -360,11 +356,12 @@ class OnlineLearner:
         w: npt.NDArray[np.float64],
         last_buf: npt.NDArray[np.float32],
         window_buf: npt.NDArray[np.float32],
+        knn_buf: npt.NDArray[np.float32],
     ) -> None:
-        """Add the two co-occurrence features of :meth:`cooc_scores` to ``row``, touching only their
+        """Add the three co-occurrence features of :meth:`cooc_scores` to ``row``, touching only their
         non-zero rows (the zeroed scratch buffers are left zeroed again)."""
         touched: list[npt.NDArray[np.int64]] = []
-        for k, item in enumerate(reversed(seq[-SEQ_FEATURE:])):
+        for k, item in enumerate(reversed(seq[-KNN_HISTORY:])):
             nb = self.cooc.get(item, {}).get(platform)
             if nb is None or not nb.pos:
                 continue
@@ -372,16 +369,24 @@ class OnlineLearner:
             keep = rows < n
             rows, vals = rows[keep], vals[keep]
             touched.append(rows)
+            inv = np.float32(1.0 / math.sqrt(self.src_count.get(item, 1.0)))
             if k == 0:
                 last_buf[rows] += vals  # rows of one neighbour list are distinct
-            window_buf[rows] += vals * np.float32(1.0 / ((k + 1) * math.sqrt(self.src_count.get(item, 1.0))))
+            if k < SEQ_FEATURE:
+                window_buf[rows] += vals * (inv / np.float32(k + 1))
+            knn_buf[rows] += vals * inv
         if not touched:
             return
         cols = np.concatenate(touched)
         # ``a[cols] += v`` with repeated cols adds once per distinct col: exactly what is wanted here
-        row[cols] += np.float32(w[3]) * np.log1p(last_buf[cols]) + np.float32(w[4]) * np.log1p(window_buf[cols])
+        row[cols] += (
+            np.float32(w[3]) * np.log1p(last_buf[cols])
+            + np.float32(w[4]) * np.log1p(window_buf[cols])
+            + np.float32(w[7]) * np.log1p(knn_buf[cols] * self.inv_sqrt_counts(platform, n, cols))
+        )
         last_buf[cols] = 0.0
         window_buf[cols] = 0.0
+        knn_buf[cols] = 0.0
 
     def features(self, req: RankRequest, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """(len(rows), F) feature matrix for the given rows of the request's platform."""
@@ -397,6 +402,7 @@ class OnlineLearner:
         if co is not None:
             f[:, 3] = co[0][rows]
             f[:, 4] = co[1][rows]
+            f[:, 7] = co[2][rows]
         pop = self.pop_features(req.platform)
         if pop is not None:
             ok = rows < pop.shape[1]
@@ -450,6 +456,13 @@ class OnlineLearner:
                 grown[:, : pop.shape[1]] = pop
             pop = self.pop[platform] = grown
         pop[:, row] += 2.0 ** ((ts - self.pop_ref) / hl)
+        counts = self.counts.get(platform)
+        if counts is None or len(counts) < pop.shape[1]:
+            grown_counts = np.zeros(pop.shape[1], np.float64)
+            if counts is not None:
+                grown_counts[: len(counts)] = counts
+            counts = self.counts[platform] = grown_counts
+        counts[row] += 1.0
         self.pop_ts = max(self.pop_ts, ts)
         self.pop_version += 1
 
@@ -588,6 +601,7 @@ class OnlineLearner:
                 n = self.catalog.size(p)
                 tensors[f"pop.{p}"] = pop[:, :n].copy()
                 tensors[f"pop_ids_idx.{p}"] = np.array([index[i] for i in self.catalog.ids[p][: pop[:, :n].shape[1]]], np.int64)
+                tensors[f"count.{p}"] = self.counts[p][: pop[:, :n].shape[1]].copy()
         context_tensors, context_meta = self.context.state()
         tensors.update(context_tensors)
         meta = {
@@ -613,18 +627,20 @@ class OnlineLearner:
                 continue
             self.cooc.setdefault(names[s], {}).setdefault(where[0], _Neighbours()).add(where[1], v)
             self.src_count[names[s]] = self.src_count.get(names[s], 0.0) + v
-        self.weights, self.grad_sq, self.pop = {}, {}, {}
+        self.weights, self.grad_sq, self.pop, self.counts = {}, {}, {}, {}
         for p in json.loads(meta["platforms"]):
             if f"weights.{p}" in tensors:
                 self.weights[p] = tensors[f"weights.{p}"].astype(np.float64)
                 self.grad_sq[p] = tensors[f"grad_sq.{p}"].astype(np.float64)
             if f"pop.{p}" in tensors:
                 pop = np.zeros((2, max(self.catalog.size(p), 64)), np.float64)
+                counts = np.zeros(pop.shape[1], np.float64)
                 for j, idx in enumerate(tensors[f"pop_ids_idx.{p}"].tolist()):
                     where = self.catalog.row.get(names[idx])
                     if where is not None and where[0] == p:
                         pop[:, where[1]] = tensors[f"pop.{p}"][:, j]
-                self.pop[p] = pop
+                        counts[where[1]] = tensors[f"count.{p}"][j]
+                self.pop[p], self.counts[p] = pop, counts
         self.pop_ts = float(meta["pop_ts"])
         self.learned = int(meta["learned"])
         self.pop_ref = float(meta["pop_ref"])
