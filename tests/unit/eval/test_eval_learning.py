@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +10,14 @@ from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, ItemUpsert
 from fusionrec.core import Recommender
 from fusionrec.fusion import PersonState
+from fakes import HashEncoder
 from index.faiss_index import ItemIndex
 
 DIM = 8
 
 
-class FakeEncoder:
-    dim = DIM
-    model_id = "fake"
-
-    def encode(self, texts, *, batch_size=64):  # type: ignore[no-untyped-def]
-        out = np.empty((len(texts), DIM), dtype=np.float32)
-        for row, text in enumerate(texts):
-            v = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")).normal(size=DIM)
-            out[row] = v / np.linalg.norm(v)
-        return out
+def FakeEncoder() -> HashEncoder:  # noqa: N802  (reads like the class it stands for)
+    return HashEncoder(DIM, "fake")
 
 
 def make() -> Recommender:

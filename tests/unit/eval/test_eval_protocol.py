@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +15,15 @@ from fusionrec.evaluation import EvalOptions, evaluate
 from fusionrec.evaluation.baselines import CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.protocol.replay import load_dataset, replay
 from fusionrec.dataset import read_items
+from fakes import HashEncoder
 from index.faiss_index import ItemIndex
 
 DIM = 16
 T0 = 1_600_000_000
 
 
-class FakeEncoder:
-    dim = DIM
-    model_id = "fake-sha256-16"
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        out = np.empty((len(texts), DIM), dtype=np.float32)
-        for row, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-            v = np.random.default_rng(seed).normal(size=DIM)
-            out[row] = v / np.linalg.norm(v)
-        return out
+def FakeEncoder() -> HashEncoder:  # noqa: N802  (reads like the class it stands for)
+    return HashEncoder(DIM, "fake-sha256-16")
 
 
 def write_dataset(folder: Path, n_users: int = 12) -> Path:

@@ -8,8 +8,6 @@ reach the outcomes.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from fusionrec.contracts import BehaviorEvent, ItemUpsert
 from fusionrec.core import Outcome, Recommender
 from fusionrec.fusion import PersonState
 from fusionrec.policy.context import EventContext
+from fakes import HashEncoder
 from index.faiss_index import ItemIndex
 
 DIM = 16
@@ -40,16 +39,8 @@ POLICIES = {
 }
 
 
-class FakeEncoder:
-    dim = DIM
-    model_id = "fake-sha256-16"
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        out = np.empty((len(texts), DIM), dtype=np.float32)
-        for row, text in enumerate(texts):
-            v = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")).normal(size=DIM)
-            out[row] = v / np.linalg.norm(v)
-        return out
+def FakeEncoder() -> HashEncoder:  # noqa: N802  (reads like the class it stands for)
+    return HashEncoder(DIM, "fake-sha256-16")
 
 
 def make_rec(policy: PolicyConfig) -> Recommender:
