@@ -127,5 +127,27 @@ async def consume(bootstrap: str, topic: str, *, expect: int, timeout_s: float =
     return records
 
 
+async def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 60) -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to its end offsets as of the call (all partitions, in full)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (tps := consumer.assignment()):  # without a group, every partition is assigned
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no partitions of {topic} assigned after {timeout_s}s")
+            await asyncio.sleep(0.1)
+        ends = await consumer.end_offsets(list(tps))
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read of {topic} did not reach its end offsets {ends} in {timeout_s}s")
+            for part in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)

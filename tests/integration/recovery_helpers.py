@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from kafka_helpers import REPO, consume, produce, run
+from aiokafka import AIOKafkaProducer
+from kafka_helpers import REPO, consume_to_end, produce, run
 
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, ItemUpsert, decode_recommendation, encode
@@ -64,10 +67,10 @@ async def _answered(cfg: Config, bootstrap: str, until: set[str], timeout_s: flo
     return ids
 
 
-def final_states(cfg: Config, bootstrap: str, min_records: int) -> dict[str, PersonState]:
+def final_states(cfg: Config, bootstrap: str) -> dict[str, PersonState]:
     """The last value of every key of the person-state changelog: what a restarted worker restores."""
     topic = f"{cfg.worker.app_id}-person-state-changelog"
-    records = run(consume(bootstrap, topic, expect=min_records, timeout_s=30))
+    records = run(consume_to_end(bootstrap, topic))
     latest: dict[bytes, bytes] = {}
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         latest[r.key] = r.value
@@ -97,6 +100,46 @@ def assert_same_states(got: dict[str, PersonState], want: dict[str, PersonState]
             assert abs(gp.mass - wp.mass) < 1e-6 * max(1.0, wp.mass), (person, name)
 
 
+class SteadyProducer(threading.Thread):
+    """Publishes events at a steady rate and keeps retrying through broker outages."""
+
+    def __init__(self, cfg: Config, bootstrap: str, events: list[BehaviorEvent], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.cfg, self.bootstrap, self.events, self.rate = cfg, bootstrap, events, rate
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    async def _run(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=120_000,
+            retry_backoff_ms=500,
+            linger_ms=5,
+        )
+        await producer.start()
+        try:
+            start = time.monotonic()
+            futures = []
+            for n, e in enumerate(self.events, start=1):
+                futures.append(await producer.send(self.cfg.kafka.events_topic(e.platform), encode(e), key=e.user_id.encode()))
+                self.sent = n
+                ahead = start + n / self.rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            for fut in futures:
+                await fut  # raises if a message was not acknowledged
+        finally:
+            await producer.stop()
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -116,13 +159,14 @@ def count_by_event(ids: list[str]) -> dict[str, int]:
 
 __all__ = [
     "Path",
+    "SteadyProducer",
+    "answered_event_ids",
+    "assert_same_states",
+    "count_by_event",
+    "final_states",
     "movielens_slice",
     "publish_catalog",
     "publish_events",
-    "answered_event_ids",
-    "final_states",
     "reference_states",
-    "assert_same_states",
     "wait_for",
-    "count_by_event",
 ]
