@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from mode.supervisors import CrashingSupervisor
 from aiokafka.partitioner import murmur2
+from mode.supervisors import CrashingSupervisor
 
 from fusionrec.config import Config
 from fusionrec.contracts import (
@@ -48,7 +48,7 @@ from stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["create_app", "build_recommender"]
+__all__ = ["build_recommender", "create_app"]
 
 
 BUNDLES_PER_TAKE = 32
@@ -116,9 +116,11 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     """Build the faust app, its topics, table, agents and web pages for ``cfg``."""
     import faust
 
+    from stream.faust_app import WorkerApp
+
     data_dir = Path(cfg.worker.data_dir).expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         cfg.worker.app_id,
         broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_broker_credentials(cfg.kafka),
@@ -277,7 +279,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             if n_explored:
                 explored[variant] = explored.get(variant, 0) + n_explored
         count_published(published, explored)
-        for rej in rejections:
+        for rej in rejections:  # a duplicate is dead-lettered too, and was answered again above
             topic, partition, offset = envelopes[rej.position]["src"]
             payload = envelopes[rej.position]["raw"].encode()
             await dead_letter(DeadLetter(rej.reason, rej.detail, topic, partition, offset, payload))
