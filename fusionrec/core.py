@@ -62,6 +62,7 @@ class Outcome:
     person_id: str
     items: tuple[RecItem, ...]
     variant: str | None = None  # the person's A/B variant (None without an experiment)
+    replayed: bool = False  # a duplicate answered again (not learned): see ``Recommender.process``
 
 
 def context_of(event: BehaviorEvent) -> EventContext | None:
@@ -202,11 +203,16 @@ class Recommender:
     ) -> tuple[list[Outcome], list[Rejection]]:
         """Learn a micro-batch of events in order and rank fresh items for each accepted one.
 
+        A ``duplicate`` (an event id the person's state already holds) is rejected, so it never
+        changes the state twice, and with ``rank=True`` it is also answered again (an ``Outcome``
+        with ``replayed=True``): after a crash, events replayed from the last committed offsets may
+        already be in the state while their recommendation never reached the broker.
         ``rank=False`` learns only (the offline evaluator replays history that way).
         """
         self.learner.maybe_publish()  # a batch is ranked with one published model
         rejections: list[Rejection] = []
         pending: list[Pending] = []
+        replayed: set[int] = set()
         states: dict[str, PersonState] = {}
         known = list({e.item_id for e in events if e.item_id in self.index})
         item_vectors = dict(zip(known, self.index.vectors_of(known))) if known else {}
@@ -217,6 +223,9 @@ class Recommender:
             rejected = self.stateful_reject(event, state)
             if rejected:
                 rejections.append(Rejection(position, event, *rejected))
+                if rank and rejected[0] == "duplicate" and event.item_id in item_vectors:
+                    replayed.add(position)
+                    pending.append(self.snapshot(position, event, person, state, fallback=item_vectors[event.item_id]))
                 continue
             self.learn_event(state, event, item_vectors[event.item_id])
             if not rank:
@@ -230,7 +239,7 @@ class Recommender:
         outcomes = []
         for p, items, picked, variant in zip(pending, self.explain_many(pending, ranked), picks, variants):
             items = tuple(dataclasses.replace(i, explored=True) if pk.explored else i for i, pk in zip(items, picked))
-            outcomes.append(Outcome(p.position, p.event, p.person_id, items, variant))
+            outcomes.append(Outcome(p.position, p.event, p.person_id, items, variant, p.position in replayed))
         return outcomes, rejections
 
     def choose(

@@ -247,16 +247,41 @@ def test_duplicate_is_rejected_and_changes_nothing() -> None:
     run(rec, store, [ev(1, "s1"), ev(2, "s2")])
     before = store.data["shop:u1"]
     outcomes, rejections = run(rec, store, [ev(1, "s7")])  # same event id, even with another item
-    assert outcomes == [] and reasons(rejections) == ["duplicate"]
+    assert reasons(rejections) == ["duplicate"]
     assert rejections[0].position == 0 and "e1" in rejections[0].detail
     assert store.data["shop:u1"] == before
     assert "s7" not in PersonState.from_bytes(store.data["shop:u1"]).consumed
+    # ...and answered again, from the unchanged state: a replay after a crash must not lose its answer
+    (again,) = outcomes
+    assert again.replayed and again.position == 0 and again.person_id == "shop:u1"
+    assert {"s1", "s2"}.isdisjoint(i.item_id for i in again.items)
+
+
+def test_a_replayed_batch_is_answered_as_before_and_learns_nothing() -> None:
+    rec, store = make_recommender(), Store()
+    batch = [ev(1, "s1"), ev(2, "s2"), ev(3, "s3")]
+    first, _ = run(rec, store, batch)
+    before = dict(store.data)
+    again, rejections = run(rec, store, batch)
+    assert reasons(rejections) == ["duplicate"] * 3 and store.data == before
+    assert [o.event for o in again] == batch and all(o.replayed for o in again)
+    assert not any(o.replayed for o in first)
+    # the last event's answer is the same list: the state it was ranked from has not changed
+    assert [i.item_id for i in again[-1].items] == [i.item_id for i in first[-1].items]
+
+
+def test_a_duplicate_of_a_deleted_item_is_not_answered() -> None:
+    rec, store = make_recommender(), Store()
+    run(rec, store, [ev(1, "s1"), ev(2, "s2")])
+    rec.apply_items([ItemDelete("s2", "shop")])
+    outcomes, rejections = run(rec, store, [ev(2, "s2")])
+    assert outcomes == [] and reasons(rejections) == ["duplicate"]
 
 
 def test_duplicate_inside_one_batch() -> None:
     rec, store = make_recommender(), Store()
     outcomes, rejections = run(rec, store, [ev(1, "s1"), ev(2, "s2"), ev(1, "s1")])
-    assert [o.position for o in outcomes] == [0, 1]
+    assert [(o.position, o.replayed) for o in outcomes] == [(0, False), (1, False), (2, True)]
     assert [(r.position, r.reason) for r in rejections] == [(2, "duplicate")]
 
 
@@ -528,10 +553,14 @@ def play(script: Script, sizes: list[int]) -> tuple[Recommender, list[tuple[Outc
     start = 0
     for batch in batches(script.events, sizes):
         outcomes, rejections = run(rec, store, batch)
-        positions = sorted([o.position for o in outcomes] + [r.position for r in rejections])
-        assert positions == list(range(len(batch)))  # every event answered exactly once
+        fresh = [o for o in outcomes if not o.replayed]
+        positions = sorted([o.position for o in fresh] + [r.position for r in rejections])
+        assert positions == list(range(len(batch)))  # every event learned or rejected, exactly once
         assert [o.position for o in outcomes] == sorted(o.position for o in outcomes)
-        results.extend((r, start + r.position) for r in [*outcomes, *rejections])
+        # a duplicate of a catalog item is answered again; nothing else is
+        known_duplicates = {r.position for r in rejections if r.reason == "duplicate" and r.event.item_id in rec.index}
+        assert {o.position for o in outcomes if o.replayed} == known_duplicates
+        results.extend((r, start + r.position) for r in [*fresh, *rejections])
         start += len(batch)
     results.sort(key=lambda x: x[1])
     return rec, results
