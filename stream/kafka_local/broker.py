@@ -62,6 +62,18 @@ def fetch_jars() -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64, as Kafka's own ``Uuid.randomUuid``.
+
+    Like Kafka, never one that starts with ``-``: the storage tool would read it as an option (one
+    random id in 64 did, and the broker failed to format its storage).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +183,7 @@ class LocalCluster:
             else:
                 ports = [free_port() for _ in range(self.size)]
             cports = [free_port() for _ in range(self.size)]
-            self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self.cluster_id = new_cluster_id()
         return [
             Node(i + 1, ports[i], cports[i], self.data_dir / f"node{i + 1}") for i in range(len(ports))
         ]
