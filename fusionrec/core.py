@@ -212,7 +212,6 @@ class Recommender:
         self.learner.maybe_publish()  # a batch is ranked with one published model
         rejections: list[Rejection] = []
         pending: list[Pending] = []
-        replayed: set[int] = set()
         states: dict[str, PersonState] = {}
         known = list({e.item_id for e in events if e.item_id in self.index})
         item_vectors = dict(zip(known, self.index.vectors_of(known))) if known else {}
@@ -224,8 +223,8 @@ class Recommender:
             if rejected:
                 rejections.append(Rejection(position, event, *rejected))
                 if rank and rejected[0] == "duplicate" and event.item_id in item_vectors:
-                    replayed.add(position)
-                    pending.append(self.snapshot(position, event, person, state, fallback=item_vectors[event.item_id]))
+                    fallback = item_vectors[event.item_id]
+                    pending.append(self.snapshot(position, event, person, state, fallback=fallback, replayed=True))
                 continue
             self.learn_event(state, event, item_vectors[event.item_id])
             if not rank:
@@ -239,7 +238,7 @@ class Recommender:
         outcomes = []
         for p, items, picked, variant in zip(pending, self.explain_many(pending, ranked), picks, variants):
             items = tuple(dataclasses.replace(i, explored=True) if pk.explored else i for i, pk in zip(items, picked))
-            outcomes.append(Outcome(p.position, p.event, p.person_id, items, variant, p.position in replayed))
+            outcomes.append(Outcome(p.position, p.event, p.person_id, items, variant, p.replayed))
         return outcomes, rejections
 
     def choose(
@@ -270,14 +269,15 @@ class Recommender:
         return picks, [arm.variant for arm in arms]
 
     def snapshot(
-        self, position: int, event: BehaviorEvent, person: str, state: PersonState, *, fallback: Vector
+        self, position: int, event: BehaviorEvent, person: str, state: PersonState, *, fallback: Vector, replayed: bool = False
     ) -> Pending:
         """Freeze what ranking and explaining need, as of this event (later events may change the state)."""
         mix = self.mix(state, event.platform, event.ts, context_of(event))
         query = mix_vector(mix)
         recent = {name: tuple(state.profiles[name].recent) for name in mix}
         request = self.request(state, event.platform, event.ts, mix=mix, fallback=fallback)
-        return Pending(position, event, person, query if query is not None else fallback, request.consumed, mix, recent, request)
+        query = query if query is not None else fallback
+        return Pending(position, event, person, query, request.consumed, mix, recent, request, replayed)
 
     # --- ranking ------------------------------------------------------------------------------------
 
@@ -422,7 +422,7 @@ class ExplainBatch:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An accepted event waiting for its ranking, with the person's profile frozen at that moment."""
+    """An event waiting for its ranking (accepted, or a duplicate answered again), with the person's profile frozen then."""
 
     position: int
     event: BehaviorEvent
@@ -432,6 +432,7 @@ class Pending:
     mix: dict[str, tuple[float, Vector]]
     recent: dict[str, tuple[str, ...]]
     request: RankRequest
+    replayed: bool = False  # a duplicate answered again
 
 
 def now_ms() -> int:

@@ -40,10 +40,6 @@ def publish_catalog(cfg: Config, bootstrap: str, items: list[ItemUpsert]) -> Non
     run(produce(bootstrap, [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in items]))
 
 
-def publish_events(cfg: Config, bootstrap: str, events: list[BehaviorEvent]) -> None:
-    run(produce(bootstrap, [(cfg.kafka.events_topic(e.platform), e.user_id.encode(), encode(e)) for e in events]))
-
-
 def answered_event_ids(cfg: Config, bootstrap: str, until: set[str], timeout_s: float = 180) -> list[str]:
     """Event ids of every recommendation, read until all of ``until`` were answered (or time is up)."""
     return run(_answered(cfg, bootstrap, until, timeout_s))
@@ -166,7 +162,6 @@ __all__ = [
     "final_states",
     "movielens_slice",
     "publish_catalog",
-    "publish_events",
     "reference_states",
     "wait_for",
 ]
