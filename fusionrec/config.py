@@ -232,6 +232,12 @@ class PolicyConfig:
     candidates: int = setting(
         50, "FUSIONREC_POLICY_CANDIDATES", "Candidates scored per request for the policy to choose the top K from."
     )
+    new_item_position: int = setting(
+        10,
+        "FUSIONREC_POLICY_NEW_ITEM_POSITION",
+        "Every list shows an item nobody has interacted with yet (the model's best) at this position "
+        "(1-based) or above, marked explored; 0 = off.",
+    )
     variants: str = setting(
         "",
         "FUSIONREC_POLICY_VARIANTS",
@@ -349,6 +355,7 @@ def validate_policy(policy: PolicyConfig, platforms: tuple[str, ...]) -> None:
         "policy.ucb_c": (policy.ucb_c, 0.0, float("inf")),
         "policy.novelty_weight": (policy.novelty_weight, 0.0, float("inf")),
         "policy.candidates": (policy.candidates, 1, float("inf")),
+        "policy.new_item_position": (policy.new_item_position, 0, float("inf")),
     }
     for name, (value, low, high) in ranges.items():
         if not (math.isfinite(value) and low <= value <= high):

@@ -251,7 +251,7 @@ class Recommender:
         """
         k = k or self.cfg.worker.top_k
         arms = [self.policy.arm(person, req.platform) for req, (person, _) in zip(requests, who)]
-        candidates = self.learner.rank(requests, self.policy.fetch(k, arms))
+        candidates = self.learner.rank(requests, self.policy.fetch(k, arms), new_items=self.policy.new_items(arms))
         picks = [
             self.policy.choose(
                 arm,
@@ -263,6 +263,7 @@ class Recommender:
                 consumed=req.consumed,
                 vectors=self.index.vectors_of,
                 counts=self.learner.interaction_counts,
+                is_new=self.learner.is_new,
             )
             for arm, cands, req, (person, event_id) in zip(arms, candidates, requests, who)
         ]

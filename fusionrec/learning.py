@@ -9,8 +9,17 @@ Score of item ``i`` of target platform ``t`` for a person (all terms batched, no
           log1p(C[last → i])               -- online item-to-item co-occurrence, last item
           log1p(Σ_k r_k C[j_k → i]/√n_j)   -- the same over the recent window (r_k = 1/(k+1))
           log1p(pop_short(i)), log1p(pop_long(i))   -- time-decayed popularity on ``t``
-          log1p(Σ_j C[j → i]/√(n_j·c_i)) ]  -- item-kNN: cosine-normalised over the whole sequence
+          log1p(Σ_j C[j → i]/√(n_j·c_i))    -- item-kNN: cosine-normalised over the whole sequence
                                               (c_i = positive interactions with i)
+          new(i), new(i)·cos(fused, v_i), new(i)·cos(last, v_i) ]
+                                           -- new(i) = 1 while nobody has interacted with i positively
+
+A never-interacted item has no co-occurrence and no popularity, so without the last three features
+its score is its text similarity alone, far below the items that have both.  With them the ranker
+learns (from the stream, like every weight) how likely the next item is a new one (the bias) and
+how sharply text picks the right new item (the two text weights): the softmax puts new items into
+the list when their share of the traffic and their text match earn it.  :meth:`rank` can also return
+the best new items below the top-K, for the policy's new-item slot (``policy.new_item_position``).
 
 The three text features are linear in ``v_i``, so they fold into one query vector: one matmul per
 request, then dense adds for popularity and sparse adds for co-occurrence.  The weights ``w_t`` are
@@ -41,20 +50,63 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from fusionrec.errors import CheckpointError
 from fusionrec.policy.context import ContextGate
 
 __all__ = ["Catalog", "OnlineLearner", "RankRequest", "FEATURES"]
 
 Vector = npt.NDArray[np.float32]
 
-FEATURES = ("cos_fused", "cos_own", "cos_last", "cooc_last", "cooc_window", "pop_short", "pop_long", "cooc_knn")
-INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+FEATURES = (
+    "cos_fused",
+    "cos_own",
+    "cos_last",
+    "cooc_last",
+    "cooc_window",
+    "pop_short",
+    "pop_long",
+    "cooc_knn",
+    "new",
+    "new_cos_fused",
+    "new_cos_last",
+)
+INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+INITIAL_GRAD_SQ = 1e-6
 N_TEXT = 3
+NEW, NEW_FUSED, NEW_LAST = 8, 9, 10  # columns of the new-item features
 WINDOW = 5  # co-occurrence window (items before the current one)
 SEQ_FEATURE = 10  # recent items whose co-occurrence lists feed the window feature
 KNN_HISTORY = 20  # items whose co-occurrence lists feed the item-kNN feature (the whole sequence)
 BACKWARD = 0.5  # weight of the reverse direction (i after j also counts j near i, less)
 RANK_CHUNK = 256  # requests per matrix product: (256 x n) float32 scores stay a few MB
+
+
+def _weighted_sum(parts: Sequence[tuple[float, Vector | None]]) -> Vector | None:
+    """``Σ weight · vec`` over the parts with a vector and a non-zero weight; None when there are none."""
+    q = None
+    for weight, vec in parts:
+        if vec is None or weight == 0.0:
+            continue
+        term = np.float32(weight) * vec
+        q = term if q is None else q + term
+    return q
+
+
+def _by_feature(values: np.ndarray, names: Sequence[str], defaults: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``values`` (one per feature of ``names``) laid out as FEATURES, ``defaults`` where a feature is missing."""
+    out = defaults.astype(np.float64).copy()
+    for name, value in zip(names, np.asarray(values, np.float64).tolist()):
+        out[FEATURES.index(name)] = value
+    return out
+
+
+def _query_matrix(queries: Sequence[Vector | None], dim: int) -> Vector:
+    """(len(queries), dim): one query per row, zeros where there is none."""
+    Q = np.zeros((len(queries), dim), np.float32)
+    for b, q in enumerate(queries):
+        if q is not None:
+            Q[b] = q
+    return Q
 
 
 def top_k_rows(scores: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -214,15 +266,34 @@ class OnlineLearner:
     # ----------------------------------------------------------------------------- features
 
     def text_query(self, req: RankRequest, w: npt.NDArray[np.float64]) -> Vector | None:
+        """The text features' weighted query: ``q · v_i`` is their summed contribution to ``s(i)``."""
         last = self.catalog.vector(req.seq[-1]) if req.seq else None
-        parts = [(w[0], req.fused), (w[1], req.own), (w[2], last)]
-        q = None
-        for weight, vec in parts:
-            if vec is None or weight == 0.0:
-                continue
-            term = np.float32(weight) * vec
-            q = term if q is None else q + term
-        return q
+        return _weighted_sum([(w[0], req.fused), (w[1], req.own), (w[2], last)])
+
+    def new_item_query(self, req: RankRequest, w: npt.NDArray[np.float64]) -> Vector | None:
+        """The same for the new-item text features (added to never-interacted items only)."""
+        last = self.catalog.vector(req.seq[-1]) if req.seq else None
+        return _weighted_sum([(w[NEW_FUSED], req.fused), (w[NEW_LAST], last)])
+
+    def new_mask(self, platform: str, n: int) -> npt.NDArray[np.bool_]:
+        """(n,) True for the live items of ``platform`` nobody has interacted with positively yet."""
+        new = self.catalog.alive[platform][:n].copy() if platform in self.catalog.alive else np.zeros(n, bool)
+        counts = self.counts.get(platform)
+        if counts is not None:
+            m = min(n, len(counts))
+            new[:m] &= counts[:m] == 0.0
+        return new
+
+    def is_new(self, platform: str, item_ids: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """Whether each item is a live item of ``platform`` that nobody has interacted with positively yet."""
+        rows_of = self.catalog.rows_of(platform)  # live items only
+        rows = np.fromiter((rows_of.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        out = rows >= 0
+        counts = self.counts.get(platform)
+        if counts is not None:
+            seen = out & (rows < len(counts))
+            out[seen] = counts[rows[seen]] == 0.0
+        return out
 
     def cooc_scores(
         self, platform: str, seq: Sequence[str], n: int
@@ -263,8 +334,13 @@ class OnlineLearner:
             out[ok] = 1.0 / np.sqrt(np.maximum(counts[cols[ok]], 1.0))
         return out
 
-    def rank(self, requests: Sequence[RankRequest], k: int) -> list[list[tuple[str, float]]]:
+    def rank(self, requests: Sequence[RankRequest], k: int, *, new_items: int = 0) -> list[list[tuple[str, float]]]:
         """Top-``k`` ``(item_id, score)`` per request, best first (ties by catalog row).
+
+        With ``new_items`` the list goes on with up to that many of the best-scored new items (nobody
+        has interacted with them yet) that are not in the top ``k``, also best first: the candidates of
+        the policy's new-item slot (their scores are below every top-``k`` score, so the whole list
+        stays ordered).
 
         Requests are grouped by platform and scored ``RANK_CHUNK`` at a time with one matrix product
         against the platform's item matrix: per-request matrix-vector products cost several times more
@@ -277,57 +353,60 @@ class OnlineLearner:
         for platform, members in groups.items():
             for s in range(0, len(members), RANK_CHUNK):
                 chunk = members[s : s + RANK_CHUNK]
-                for n, ranked in zip(chunk, self._rank_chunk(platform, [requests[m] for m in chunk], k)):
+                ranked_chunk = self._rank_chunk(platform, [requests[m] for m in chunk], k, new_items)
+                for n, ranked in zip(chunk, ranked_chunk):
                     out[n] = ranked
         return out
 
-    def _rank_chunk(self, platform: str, reqs: Sequence[RankRequest], k: int) -> list[list[tuple[str, float]]]:
+    def _rank_chunk(self, platform: str, reqs: Sequence[RankRequest], k: int, new_items: int) -> list[list[tuple[str, float]]]:
         out: list[list[tuple[str, float]]] = [[] for _ in reqs]
         scored = self.batch_scores(platform, reqs)
         if scored is None or k <= 0:
             return out
         rows, scores = scored
-        cat = self.catalog
         self._mask_consumed(scores, platform, [reqs[r].consumed for r in rows])
-        n = scores.shape[1]
-        live = np.isfinite(scores).sum(axis=1)
-        kk = min(k, n)
-        top_scores, top = top_k_rows(scores, kk)
-        ids = cat.ids[platform]
+        ids = self.catalog.ids[platform]
+        top = self._best_of(scores, min(k, scores.shape[1]))
+        if new_items > 0:
+            new_cols = np.flatnonzero(self.new_mask(platform, scores.shape[1]))
+            new_scores = scores[:, new_cols]
+            for b, (cols, _) in enumerate(top):  # the new items already in the top k are not candidates again
+                new_scores[b, np.isin(new_cols, cols)] = -np.inf
+            best_new = self._best_of(new_scores, min(new_items, len(new_cols)))
+            top = [(np.concatenate([c, new_cols[nc]]), np.concatenate([v, nv])) for (c, v), (nc, nv) in zip(top, best_new)]
         for b, r in enumerate(rows):
-            m = min(kk, int(live[b]))
-            if m <= 0:
-                continue
-            order = np.lexsort((top[b], -top_scores[b]))[:m]  # best first, ties by row
-            out[r] = [(ids[int(top[b, o])], float(top_scores[b, o])) for o in order]
+            cols, values = top[b]
+            out[r] = [(ids[int(c)], float(v)) for c, v in zip(cols, values)]
+        return out
+
+    @staticmethod
+    def _best_of(scores: npt.NDArray[np.float32], k: int) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """Per row, the columns of its ``k`` best finite scores and the scores, best first (ties by column)."""
+        if k <= 0:
+            return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(scores))]
+        live = np.isfinite(scores).sum(axis=1)
+        top_scores, top = top_k_rows(scores, k)
+        out = []
+        for b in range(len(scores)):
+            order = np.lexsort((top[b], -top_scores[b]))[: min(k, int(live[b]))]
+            out.append((top[b, order].astype(np.int64), top_scores[b, order]))
         return out
 
     def batch_scores(self, platform: str, reqs: Sequence[RankRequest]) -> tuple[list[int], npt.NDArray[np.float32]] | None:
         """``(usable request positions, (len(usable), n) scores)`` for requests of one platform.
 
         A request is usable when something is known of the person (a profile or a sequence); dead
-        rows score -inf.  Row ``b`` equals :meth:`dense_scores` of ``reqs[usable[b]]``.
+        rows score -inf.  Row ``b`` is ``features(reqs[usable[b]], all rows) @ weights``.
         """
         cat = self.catalog
         n = cat.size(platform)
         if n == 0:
             return None
         w = self.weights_of(platform)
-        rows: list[int] = []
-        queries: list[Vector | None] = []
-        for r, req in enumerate(reqs):
-            q = self.text_query(req, w)
-            if q is None and req.fused is None and not req.seq:
-                continue  # nothing known of the person
-            rows.append(r)
-            queries.append(q)
+        rows = [r for r, req in enumerate(reqs) if req.fused is not None or req.seq]  # else nothing is known
         if not rows:
             return None
-        Q = np.zeros((len(rows), cat.dim), np.float32)
-        for b, q in enumerate(queries):
-            if q is not None:
-                Q[b] = q
-        scores = Q @ cat.mats[platform][:n].T
+        scores = _query_matrix([self.text_query(reqs[r], w) for r in rows], cat.dim) @ cat.mats[platform][:n].T
         if w[3] != 0.0 or w[4] != 0.0 or w[7] != 0.0:
             bufs = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
             for b, r in enumerate(rows):
@@ -336,8 +415,20 @@ class OnlineLearner:
         if pop is not None and (w[5] != 0.0 or w[6] != 0.0):
             m = min(n, pop.shape[1])
             scores[:, :m] += np.float32(w[5]) * pop[0, :m] + np.float32(w[6]) * pop[1, :m]
+        if w[NEW] != 0.0 or w[NEW_FUSED] != 0.0 or w[NEW_LAST] != 0.0:
+            self._add_new_item_scores(scores, platform, [reqs[r] for r in rows], w)
         scores[:, ~cat.alive[platform][:n]] = -np.inf
         return rows, scores
+
+    def _add_new_item_scores(
+        self, scores: npt.NDArray[np.float32], platform: str, reqs: Sequence[RankRequest], w: npt.NDArray[np.float64]
+    ) -> None:
+        """The new-item features, on the columns of the items nobody has interacted with yet only."""
+        cols = np.flatnonzero(self.new_mask(platform, scores.shape[1]))
+        if len(cols) == 0:
+            return
+        extra = _query_matrix([self.new_item_query(req, w) for req in reqs], self.catalog.dim) @ self.catalog.mats[platform][cols].T
+        scores[:, cols] += extra + np.float32(w[NEW])
 
     def _mask_consumed(self, scores: npt.NDArray[np.float32], platform: str, consumed: Sequence[frozenset[str]]) -> None:
         """Set ``scores[b, row of item]`` to -inf for every consumed item of ``platform``, in one scatter."""
@@ -408,6 +499,10 @@ class OnlineLearner:
             ok = rows < pop.shape[1]
             f[ok, 5] = pop[0, rows[ok]]
             f[ok, 6] = pop[1, rows[ok]]
+        new = self.new_mask(req.platform, n)[rows]
+        f[:, NEW] = new
+        f[:, NEW_FUSED] = new * f[:, 0]
+        f[:, NEW_LAST] = new * f[:, 2]
         return f
 
     # ----------------------------------------------------------------------------- learning
@@ -540,7 +635,7 @@ class OnlineLearner:
         w = self.weights.get(req.platform)
         if w is None:
             w = self.weights[req.platform] = self.weights_of(req.platform).copy()
-            self.grad_sq[req.platform] = np.full(len(FEATURES), 1e-6)
+            self.grad_sq[req.platform] = np.full(len(FEATURES), INITIAL_GRAD_SQ)
         s = f @ w
         if self.hard:
             # the softmax over the positive and the negatives currently ranked highest: the top of
@@ -617,8 +712,10 @@ class OnlineLearner:
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-        if json.loads(meta["features"]) != list(FEATURES):
-            raise ValueError(f"checkpoint features {meta['features']} are not {FEATURES}")
+        saved = json.loads(meta["features"])
+        unknown = sorted(set(saved) - set(FEATURES))
+        if unknown:
+            raise CheckpointError(f"checkpoint has features this version does not know: {unknown} (it knows {list(FEATURES)})")
         names = json.loads(meta["items"])
         self.cooc, self.src_count = {}, {}
         for s, d, v in zip(tensors["cooc_src"].tolist(), tensors["cooc_dst"].tolist(), tensors["cooc_val"].tolist()):
@@ -630,8 +727,9 @@ class OnlineLearner:
         self.weights, self.grad_sq, self.pop, self.counts = {}, {}, {}, {}
         for p in json.loads(meta["platforms"]):
             if f"weights.{p}" in tensors:
-                self.weights[p] = tensors[f"weights.{p}"].astype(np.float64)
-                self.grad_sq[p] = tensors[f"grad_sq.{p}"].astype(np.float64)
+                # by name: a checkpoint of an earlier feature set starts the features it lacks afresh
+                self.weights[p] = _by_feature(tensors[f"weights.{p}"], saved, INITIAL_WEIGHTS)
+                self.grad_sq[p] = _by_feature(tensors[f"grad_sq.{p}"], saved, np.full(len(FEATURES), INITIAL_GRAD_SQ))
             if f"pop.{p}" in tensors:
                 pop = np.zeros((2, max(self.catalog.size(p), 64)), np.float64)
                 counts = np.zeros(pop.shape[1], np.float64)

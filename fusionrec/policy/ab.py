@@ -30,8 +30,8 @@ from fusionrec.policy.exploration import POLICY_NAMES, Policy, make_policy, poli
 
 __all__ = ["Variant", "RERANK_PARAMS", "bucket", "assign", "parse_variants", "validate_variants"]
 
-RERANK_PARAMS = ("mmr_lambda", "novelty_weight")
-"""Variant parameters that belong to the re-ranker rather than to the exploration policy."""
+RERANK_PARAMS = ("mmr_lambda", "novelty_weight", "new_item_position")
+"""Variant parameters that shape the list (re-rank, new-item slot) rather than the exploration policy."""
 
 SHARE_TOLERANCE = 1e-6
 
@@ -40,8 +40,8 @@ SHARE_TOLERANCE = 1e-6
 class Variant:
     """One arm of an experiment: who gets it (``share``) and what they get (policy + params).
 
-    ``params`` may hold the policy's own parameters (e.g. ``explore_share``) and the re-ranker's
-    (``mmr_lambda``, ``novelty_weight``); anything else is a ConfigError, so a typo cannot silently
+    ``params`` may hold the policy's own parameters (e.g. ``explore_share``) and the list's
+    (``mmr_lambda``, ``novelty_weight``, ``new_item_position``); anything else is a ConfigError, so a typo cannot silently
     turn an arm into the control.
     """
 
@@ -67,6 +67,9 @@ class Variant:
             raise ConfigError(f"variant {self.name!r}: mmr_lambda must be in [0, 1], got {lam}")
         if not self.params.get("novelty_weight", 0.0) >= 0.0:
             raise ConfigError(f"variant {self.name!r}: novelty_weight must be >= 0")
+        position = self.params.get("new_item_position", 0)
+        if not (position >= 0 and float(position).is_integer()):
+            raise ConfigError(f"variant {self.name!r}: new_item_position must be an integer >= 0, got {position}")
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         self.make_policy()  # range checks of the policy's own parameters
 
@@ -82,7 +85,7 @@ class Variant:
         return make_policy(self.policy, merged)
 
     def rerank_param(self, key: str, default: float) -> float:
-        """``mmr_lambda`` or ``novelty_weight`` for this variant, else the config-wide ``default``."""
+        """``mmr_lambda``, ``novelty_weight`` or ``new_item_position`` for this variant, else the config-wide ``default``."""
         if key not in RERANK_PARAMS:
             raise KeyError(key)
         return float(self.params.get(key, default))

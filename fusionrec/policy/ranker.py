@@ -6,8 +6,13 @@ are re-ordered for diversity and novelty (:mod:`fusionrec.policy.rerank`, the ta
 exploration still has something to draw from), then the policy picks the published top-K
 (:mod:`fusionrec.policy.exploration`).  Already-consumed items are dropped at every step.
 
+Last, the new-item slot (:mod:`fusionrec.policy.new_items`) makes sure the list shows one item
+nobody has interacted with yet at ``new_item_position`` or above; the learner hands over its best
+new items below the top K for that (:meth:`PolicyRanker.new_items`).
+
 The pure-exploitation configuration (policy ``none``, ``mmr_lambda = 1``, ``novelty_weight = 0``)
-returns the learner's own top-K unchanged, so it needs no extra candidates (:meth:`PolicyRanker.fetch`).
+takes the learner's own top-K, so it needs no extra candidates (:meth:`PolicyRanker.fetch`); only
+the new-item slot, when it is on, changes that list.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import numpy.typing as npt
 
 from fusionrec.policy.ab import Variant, assign, parse_variants
 from fusionrec.policy.exploration import Pick, Policy, make_policy
+from fusionrec.policy.new_items import place_new_item
 from fusionrec.policy.rerank import rerank
 
 __all__ = ["Arm", "PolicyRanker"]
 
 Vectors = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 Counts = Callable[[str, Sequence[str]], tuple[npt.NDArray[np.float64], float]]
+IsNew = Callable[[str, Sequence[str]], npt.NDArray[np.bool_]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Arm:
     policy: Policy
     mmr_lambda: float
     novelty_weight: float
+    new_item_position: int = 0  # 1-based; 0 = no new-item slot
 
     @property
     def exploits_only(self) -> bool:
@@ -59,6 +67,7 @@ class PolicyRanker:
                 v.make_policy(shared),
                 v.rerank_param("mmr_lambda", cfg.mmr_lambda),
                 v.rerank_param("novelty_weight", cfg.novelty_weight),
+                int(v.rerank_param("new_item_position", cfg.new_item_position)),
             )
             for v in self._variants
         }
@@ -66,7 +75,7 @@ class PolicyRanker:
         for platform in (*platforms, ""):
             name = cfg.policy_for(platform) if platform else cfg.name
             self._platform_arms[platform] = Arm(
-                None, make_policy(name, shared, ignore_unknown=True), cfg.mmr_lambda, cfg.novelty_weight
+                None, make_policy(name, shared, ignore_unknown=True), cfg.mmr_lambda, cfg.novelty_weight, cfg.new_item_position
             )
 
     @property
@@ -83,6 +92,10 @@ class PolicyRanker:
         """Candidates to score for a batch whose requests get ``arms``."""
         return k if all(a.exploits_only for a in arms) else max(k, self.candidates)
 
+    def new_items(self, arms: Sequence[Arm]) -> int:
+        """New items the learner adds below the candidates, for the new-item slot (0 when no arm has one)."""
+        return 1 if any(a.new_item_position > 0 for a in arms) else 0
+
     def choose(
         self,
         arm: Arm,
@@ -95,8 +108,35 @@ class PolicyRanker:
         consumed: Collection[str],
         vectors: Vectors,
         counts: Counts,
+        is_new: IsNew | None = None,
     ) -> list[Pick]:
-        """The published top-``k`` of ``candidates`` (best first by the learner) for this arm."""
+        """The published top-``k`` of ``candidates`` (best first by the learner) for this arm.
+
+        ``is_new`` says which items nobody has interacted with yet; without it there is no new-item slot.
+        """
+        picks = self._choose(
+            arm, candidates, k, person_id=person_id, event_id=event_id, platform=platform,
+            consumed=consumed, vectors=vectors, counts=counts,
+        )
+        if arm.new_item_position <= 0 or is_new is None or not candidates:
+            return picks
+        items = [i for i, _ in candidates]
+        new = {i for i, flag in zip(items, is_new(platform, items)) if flag}
+        return place_new_item(picks, candidates, k, arm.new_item_position, new=new, exclude=consumed)
+
+    def _choose(
+        self,
+        arm: Arm,
+        candidates: Sequence[tuple[str, float]],
+        k: int,
+        *,
+        person_id: str,
+        event_id: str,
+        platform: str,
+        consumed: Collection[str],
+        vectors: Vectors,
+        counts: Counts,
+    ) -> list[Pick]:
         if not candidates:
             return []
         if arm.exploits_only:

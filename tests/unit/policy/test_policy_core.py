@@ -29,7 +29,8 @@ PLATFORMS = ("shop", "video")
 T0 = 1_600_000_000.0
 
 POLICIES = {
-    "none": PolicyConfig(name="none"),
+    "none": PolicyConfig(name="none", new_item_position=0),  # pure exploitation: no new-item slot either
+    "none_new_item_slot": PolicyConfig(name="none", new_item_position=3),
     "epsilon_greedy": PolicyConfig(name="epsilon_greedy", explore_share=0.5, protected_slots=1, candidates=20),
     "thompson": PolicyConfig(name="thompson", thompson_sigma=0.5, candidates=20),
     "ucb": PolicyConfig(name="ucb", ucb_c=0.5, candidates=20),
@@ -122,7 +123,9 @@ def test_exploitation_only_publishes_the_learners_top_k() -> None:
 
 
 def test_variants_reach_every_outcome_and_split_the_people() -> None:
-    policy = PolicyConfig(variants="control:none:0.5,explore:epsilon_greedy:0.5:explore_share=0.5;protected_slots=1")
+    policy = PolicyConfig(
+        variants="control:none:0.5:new_item_position=0,explore:epsilon_greedy:0.5:explore_share=0.5;protected_slots=1"
+    )
     rec = make_rec(policy)
     events = [BehaviorEvent(f"e{k}", T0 + k, "shop", f"user{k}", f"s{k % N_ITEMS}", "click") for k in range(200)]
     outcomes = play(rec, events)
@@ -161,3 +164,38 @@ def test_event_context_feeds_the_learned_fusion_gate() -> None:
     base = rec.mix(state, "video", T0 + 60, EventContext(device="tv", hour=21), gated=False)
     gated = rec.mix(state, "video", T0 + 60, EventContext(device="tv", hour=21))
     assert {n: a for n, (a, _) in gated.items()} != {n: a for n, (a, _) in base.items()}
+
+
+def test_every_list_shows_the_models_best_new_item_at_the_position_or_above() -> None:
+    """Once most items have been interacted with, the slot is what keeps the rest reachable."""
+    rec = make_rec(PolicyConfig(name="none", new_item_position=4))
+    store: dict[str, PersonState] = {}
+    warm = [BehaviorEvent(f"w{k}", T0 + k, "shop", f"x{k % 7}", f"s{k % 30}", "purchase") for k in range(120)]
+    for s in range(0, len(warm), 10):
+        rec.process(warm[s : s + 10], store.get, store.__setitem__)
+    new_items = {f"s{i}" for i in range(30, N_ITEMS)}
+    assert set(np.array(sorted(new_items))[rec.learner.is_new("shop", sorted(new_items))]) == new_items
+    assert not rec.learner.is_new("shop", ["s0", "s29", "v0", "nope"]).any()  # seen, other platform, unknown
+    events = [BehaviorEvent(f"e{k}", T0 + 200 + k, "shop", f"u{k}", f"s{k % 30}", "click") for k in range(20)]
+    outcomes, _ = rec.process(events, store.get, store.__setitem__)
+    assert len(outcomes) == 20
+    inserted = 0
+    for o in outcomes:
+        ids = [i.item_id for i in o.items]
+        assert len(ids) == TOP_K
+        shown_new = [n for n, i in enumerate(ids) if i in new_items]
+        assert shown_new and shown_new[0] < 4
+        # the one placed is the learner's best-scored new item for this request
+        request = rec.request(store[o.person_id], "shop", o.event.ts)
+        ranked = dict(rec.learner.rank([request], TOP_K, new_items=1)[0])
+        best_new = max((i for i in ranked if i in new_items), key=ranked.__getitem__)
+        assert ids[shown_new[0]] == best_new
+        assert o.items[shown_new[0]].explored == (best_new not in list(ranked)[:4])
+        inserted += o.items[shown_new[0]].explored
+    assert inserted > 0  # the stream is built so that the warm items usually fill the head
+    off = make_rec(PolicyConfig(name="none", new_item_position=0))
+    store = {}
+    for s in range(0, len(warm), 10):
+        off.process(warm[s : s + 10], store.get, store.__setitem__)
+    outcomes, _ = off.process(events, store.get, store.__setitem__)
+    assert not any(i.explored for o in outcomes for i in o.items)
