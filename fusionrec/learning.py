@@ -131,6 +131,7 @@ class Catalog:
         self.alive: dict[str, npt.NDArray[np.bool_]] = {}
         self.row: dict[str, tuple[str, int]] = {}  # item id -> (platform, row)
         self._rows_by_platform: dict[str, dict[str, int]] = {}  # platform -> live item id -> row
+        self.version = 0  # bumped by every upsert and delete (caches of item vectors key on it)
 
     def rows_of(self, platform: str) -> dict[str, int]:
         """Live item id -> row of ``platform`` (read-only for callers)."""
@@ -140,6 +141,7 @@ class Catalog:
         return len(self.ids.get(platform, ()))
 
     def upsert(self, item_ids: Sequence[str], platforms: Sequence[str], vectors: Vector) -> None:
+        self.version += 1
         for item, platform, vec in zip(item_ids, platforms, vectors):
             where = self.row.get(item)
             if where is not None and where[0] != platform:
@@ -171,6 +173,7 @@ class Catalog:
             self.mats[platform], self.alive[platform] = grown, alive
 
     def delete(self, item_ids: Sequence[str]) -> None:
+        self.version += 1
         for item in item_ids:
             where = self.row.pop(item, None)
             if where is not None:
@@ -250,6 +253,8 @@ class OnlineLearner:
         self.pop_ref = float("-inf")
         self.pop_version = 0
         self._pop_cache: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
+        # platform -> (catalog version, rows that were new when it was built, their vectors transposed)
+        self._new_block: dict[str, tuple[int, npt.NDArray[np.int64], Vector]] = {}
         self._sampler: dict[str, tuple[tuple[int, int], npt.NDArray[np.float64] | None, npt.NDArray[np.float64]]] = {}
         self.unpublished = 0
         self.learned = 0
@@ -284,6 +289,36 @@ class OnlineLearner:
             new[:m] &= counts[:m] == 0.0
         return new
 
+    def new_rows(self, platform: str, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """``new_mask`` at ``rows`` only (O(len(rows)), not O(catalog))."""
+        alive = self.catalog.alive.get(platform)
+        if alive is None:
+            return np.zeros(len(rows), bool)
+        out = alive[rows].copy()
+        counts = self.counts.get(platform)
+        if counts is not None:
+            seen = out & (rows < len(counts))
+            out[seen] = counts[rows[seen]] == 0.0
+        return out
+
+    def new_item_block(self, platform: str) -> tuple[npt.NDArray[np.int64], Vector]:
+        """``(rows, (dim, len(rows)) vectors)`` of the new items of ``platform``, for the new-item scores.
+
+        Items stop being new one at a time, and copying the block at every change would cost more than
+        scoring it; so the block is rebuilt only when the catalog changed or when most of its rows are
+        no longer new, and callers keep the rows that still are (``new_rows``).
+        """
+        n = self.catalog.size(platform)
+        cached = self._new_block.get(platform)
+        if cached is not None and cached[0] == self.catalog.version:
+            rows = cached[1]
+            if 2 * int(self.new_rows(platform, rows).sum()) >= len(rows):
+                return rows, cached[2]
+        rows = np.flatnonzero(self.new_mask(platform, n))
+        block = np.ascontiguousarray(self.catalog.mats[platform][rows].T)
+        self._new_block[platform] = (self.catalog.version, rows, block)
+        return rows, block
+
     def is_new(self, platform: str, item_ids: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Whether each item is a live item of ``platform`` that nobody has interacted with positively yet."""
         rows_of = self.catalog.rows_of(platform)  # live items only
@@ -295,33 +330,31 @@ class OnlineLearner:
             out[seen] = counts[rows[seen]] == 0.0
         return out
 
-    def cooc_scores(
-        self, platform: str, seq: Sequence[str], n: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
-        """Dense (n,) arrays: co-occurrence with the last item, over the recent window, and item-kNN."""
-        if not seq:
-            return None
-        last = np.zeros(n, np.float32)
-        window = np.zeros(n, np.float32)
-        knn = np.zeros(n, np.float32)
+    def _cooc_features(self, platform: str, seq: Sequence[str], rows: npt.NDArray[np.int64], f: npt.NDArray[np.float64]) -> None:
+        """Columns 3, 4 and 7 of ``features`` (the three co-occurrence features) at ``rows`` only: the
+        neighbour lists are matched against the few rows instead of filling catalog-long arrays."""
+        uniq, where = np.unique(rows, return_inverse=True)
+        acc = np.zeros((3, len(uniq)), np.float32)  # last, window, knn
         found = False
         for k, item in enumerate(reversed(seq[-KNN_HISTORY:])):
             nb = self.cooc.get(item, {}).get(platform)
             if nb is None or not nb.pos:
                 continue
-            rows, vals = nb.arrays()
-            keep = rows < n
-            rows, vals = rows[keep], vals[keep]
             found = True
+            nb_rows, vals = nb.arrays()
+            pos = np.minimum(np.searchsorted(uniq, nb_rows), len(uniq) - 1)
+            hit = uniq[pos] == nb_rows
+            pos, vals = pos[hit], vals[hit]  # distinct: the rows of one neighbour list are
             inv = np.float32(1.0 / math.sqrt(self.src_count.get(item, 1.0)))
             if k == 0:
-                last[rows] += vals
+                acc[0, pos] += vals
             if k < SEQ_FEATURE:
-                window[rows] += vals * (inv / np.float32(k + 1))
-            knn[rows] += vals * inv
+                acc[1, pos] += vals * (inv / np.float32(k + 1))
+            acc[2, pos] += vals * inv
         if not found:
-            return None
-        return np.log1p(last), np.log1p(window), np.log1p(knn * self.inv_sqrt_counts(platform, n))
+            return
+        acc[2] *= self.inv_sqrt_counts(platform, 0, uniq)
+        f[:, [3, 4, 7]] = np.log1p(acc).T[where]
 
     def inv_sqrt_counts(self, platform: str, n: int, cols: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float32]:
         """``1/sqrt(max(count_i, 1))`` of the positive interactions with each item (all rows, or ``cols``)."""
@@ -424,11 +457,12 @@ class OnlineLearner:
         self, scores: npt.NDArray[np.float32], platform: str, reqs: Sequence[RankRequest], w: npt.NDArray[np.float64]
     ) -> None:
         """The new-item features, on the columns of the items nobody has interacted with yet only."""
-        cols = np.flatnonzero(self.new_mask(platform, scores.shape[1]))
-        if len(cols) == 0:
+        rows, block = self.new_item_block(platform)
+        keep = self.new_rows(platform, rows) & (rows < scores.shape[1])
+        if not keep.any():
             return
-        extra = _query_matrix([self.new_item_query(req, w) for req in reqs], self.catalog.dim) @ self.catalog.mats[platform][cols].T
-        scores[:, cols] += extra + np.float32(w[NEW])
+        extra = _query_matrix([self.new_item_query(req, w) for req in reqs], self.catalog.dim) @ block
+        scores[:, rows[keep]] += extra[:, keep] + np.float32(w[NEW])
 
     def _mask_consumed(self, scores: npt.NDArray[np.float32], platform: str, consumed: Sequence[frozenset[str]]) -> None:
         """Set ``scores[b, row of item]`` to -inf for every consumed item of ``platform``, in one scatter."""
@@ -449,7 +483,7 @@ class OnlineLearner:
         window_buf: npt.NDArray[np.float32],
         knn_buf: npt.NDArray[np.float32],
     ) -> None:
-        """Add the three co-occurrence features of :meth:`cooc_scores` to ``row``, touching only their
+        """Add the three weighted co-occurrence features to ``row``, touching only their
         non-zero rows (the zeroed scratch buffers are left zeroed again)."""
         touched: list[npt.NDArray[np.int64]] = []
         for k, item in enumerate(reversed(seq[-KNN_HISTORY:])):
@@ -489,17 +523,13 @@ class OnlineLearner:
         for j, vec in enumerate((req.fused, req.own, last)):
             if vec is not None:
                 f[:, j] = V @ vec
-        co = self.cooc_scores(req.platform, req.seq, n)
-        if co is not None:
-            f[:, 3] = co[0][rows]
-            f[:, 4] = co[1][rows]
-            f[:, 7] = co[2][rows]
-        pop = self.pop_features(req.platform)
+        self._cooc_features(req.platform, req.seq, rows, f)
+        pop = self.pop.get(req.platform)
         if pop is not None:
             ok = rows < pop.shape[1]
-            f[ok, 5] = pop[0, rows[ok]]
-            f[ok, 6] = pop[1, rows[ok]]
-        new = self.new_mask(req.platform, n)[rows]
+            decay = 0.5 ** ((self.pop_ts - self.pop_ref) / np.array(self.pop_half_lives_s))
+            f[ok, 5:7] = np.log1p(pop[:, rows[ok]] * decay[:, None]).astype(np.float32).T  # as pop_features
+        new = self.new_rows(req.platform, rows)
         f[:, NEW] = new
         f[:, NEW_FUSED] = new * f[:, 0]
         f[:, NEW_LAST] = new * f[:, 2]

@@ -166,12 +166,17 @@ class BeyondAccuracy:
 
         ``total`` is all interactions so far; without it the popularity counts are summed (O(catalog)).
         """
+        diversity = intra_list_diversity(vectors, self.k) if vectors is not None else 0.0
+        n_total = float(sum(popularity.values())) if total is None else float(total)
+        self.add_scored(ranked, diversity, novelty_at_k(ranked, popularity, n_total, self.k))
+
+    def add_scored(self, ranked: Sequence[str], diversity: float, novelty: float) -> None:
+        """Count one list whose diversity and novelty at ``k`` are already computed (one list counted
+        in several slices is scored once)."""
         self.n += 1
         self.items.update(ranked[: self.k])
-        if vectors is not None:
-            self.diversity_sum += intra_list_diversity(vectors, self.k)
-        n_total = float(sum(popularity.values())) if total is None else float(total)
-        self.novelty_sum += novelty_at_k(ranked, popularity, n_total, self.k)
+        self.diversity_sum += diversity
+        self.novelty_sum += novelty
 
     def mean(self, catalog_size: int | None = None) -> dict[str, float]:
         """The metric row; ``catalog_size`` overrides the constructor's (the catalog may grow online)."""

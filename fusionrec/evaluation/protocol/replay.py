@@ -35,7 +35,7 @@ from fusionrec.contracts import BehaviorEvent, IdentityLink
 from fusionrec.core import Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
-from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet
+from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
 from fusionrec.fusion import PersonState
 from fusionrec.policy.ranker import PolicyRanker
 
@@ -199,9 +199,11 @@ def replay(
                 for method, per in lists.items():
                     ranked = [i for i in per[n] if i == t.item_id or i not in group_items][:k]
                     vectors = list_vectors(ranked[:BEYOND_K])
+                    diversity = intra_list_diversity(vectors, BEYOND_K) if vectors is not None else 0.0
+                    novelty = novelty_at_k(ranked, interactions, n_interactions, BEYOND_K)
                     for name in names:
                         result.slices[name][method].add(ranked, {t.item_id})
-                        result.beyond[name][method].add(ranked, vectors, interactions, n_interactions)
+                        result.beyond[name][method].add_scored(ranked, diversity, novelty)
 
     start = time.perf_counter()
     pending_history: list[BehaviorEvent] = []

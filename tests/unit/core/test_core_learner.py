@@ -55,6 +55,17 @@ def test_batched_scores_are_the_feature_rows_times_the_published_weights() -> No
         expected = learner.features(req, np.arange(N)) @ w
         np.testing.assert_allclose(scores[b], expected, rtol=1e-4, atol=1e-4)
     assert learner.features(reqs[0], np.arange(N))[:, NEW].tolist() == [float(n > 5) for n in range(N)]
+    # the new-item block cached by that call goes stale: items get their first interaction, one is added
+    play(learner, [["i6", "i7"], ["i8", "i20"]])
+    for n_items in (N, N + 1):
+        if n_items > N:
+            learner.catalog.upsert(["i30"], ["shop"], unit_rows(1, 9))
+        rows, scores = learner.batch_scores("shop", reqs)
+        for b, req in enumerate(reqs):
+            expected = learner.features(req, np.arange(n_items)) @ w
+            np.testing.assert_allclose(scores[b], expected, rtol=1e-4, atol=1e-4)
+    new = learner.features(reqs[0], np.arange(N + 1))[:, NEW]
+    assert new.tolist() == [float(n > 8 and n != 20) for n in range(N + 1)]
 
 
 def test_an_item_stops_being_new_at_its_first_positive_interaction_only() -> None:
