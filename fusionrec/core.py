@@ -253,16 +253,23 @@ class Recommender:
         arms = [self.policy.arm(person, req.platform) for req, (person, _) in zip(requests, who)]
         candidates = self.learner.rank(requests, self.policy.fetch(k, arms), new_items=self.policy.new_items(arms))
         picks = [
-            self.policy.choose(
+            self.policy.with_new_item(
                 arm,
+                self.policy.choose(
+                    arm,
+                    cands,
+                    k,
+                    person_id=person,
+                    event_id=event_id,
+                    platform=req.platform,
+                    consumed=req.consumed,
+                    vectors=self.index.vectors_of,
+                    counts=self.learner.interaction_counts,
+                ),
                 cands,
                 k,
-                person_id=person,
-                event_id=event_id,
                 platform=req.platform,
                 consumed=req.consumed,
-                vectors=self.index.vectors_of,
-                counts=self.learner.interaction_counts,
                 is_new=self.learner.is_new,
             )
             for arm, cands, req, (person, event_id) in zip(arms, candidates, requests, who)

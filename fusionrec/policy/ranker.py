@@ -8,7 +8,8 @@ exploration still has something to draw from), then the policy picks the publish
 
 Last, the new-item slot (:mod:`fusionrec.policy.new_items`) makes sure the list shows one item
 nobody has interacted with yet at ``new_item_position`` or above; the learner hands over its best
-new items below the top K for that (:meth:`PolicyRanker.new_items`).
+new items below the top K for that (:meth:`PolicyRanker.new_items`), and the core hands the chosen
+list to :meth:`PolicyRanker.with_new_item`.
 
 The pure-exploitation configuration (policy ``none``, ``mmr_lambda = 1``, ``novelty_weight = 0``)
 takes the learner's own top-K, so it needs no extra candidates (:meth:`PolicyRanker.fetch`); only
@@ -51,7 +52,7 @@ class Arm:
 
 
 class PolicyRanker:
-    """Chooses each published top-K from scored candidates, per the ``[policy]`` config section."""
+    """Chooses each published top-K from scored candidates, per the ``[policy]`` config section (the new-item slot last, :meth:`with_new_item`)."""
 
     def __init__(self, policy_cfg: object, platforms: Sequence[str]) -> None:
         from fusionrec.config import PolicyConfig
@@ -96,6 +97,25 @@ class PolicyRanker:
         """New items the learner adds below the candidates, for the new-item slot (0 when no arm has one)."""
         return 1 if any(a.new_item_position > 0 for a in arms) else 0
 
+    def with_new_item(
+        self,
+        arm: Arm,
+        picks: list[Pick],
+        candidates: Sequence[tuple[str, float]],
+        k: int,
+        *,
+        platform: str,
+        consumed: Collection[str],
+        is_new: IsNew,
+    ) -> list[Pick]:
+        """``picks`` (what :meth:`choose` published) with the arm's new-item slot filled from ``candidates``;
+        ``is_new`` says which items nobody has interacted with yet."""
+        if arm.new_item_position <= 0 or not candidates:
+            return picks
+        items = [i for i, _ in candidates]
+        new = {i for i, flag in zip(items, is_new(platform, items)) if flag}
+        return place_new_item(picks, candidates, k, arm.new_item_position, new=new, exclude=consumed)
+
     def choose(
         self,
         arm: Arm,
@@ -108,35 +128,8 @@ class PolicyRanker:
         consumed: Collection[str],
         vectors: Vectors,
         counts: Counts,
-        is_new: IsNew | None = None,
     ) -> list[Pick]:
-        """The published top-``k`` of ``candidates`` (best first by the learner) for this arm.
-
-        ``is_new`` says which items nobody has interacted with yet; without it there is no new-item slot.
-        """
-        picks = self._choose(
-            arm, candidates, k, person_id=person_id, event_id=event_id, platform=platform,
-            consumed=consumed, vectors=vectors, counts=counts,
-        )
-        if arm.new_item_position <= 0 or is_new is None or not candidates:
-            return picks
-        items = [i for i, _ in candidates]
-        new = {i for i, flag in zip(items, is_new(platform, items)) if flag}
-        return place_new_item(picks, candidates, k, arm.new_item_position, new=new, exclude=consumed)
-
-    def _choose(
-        self,
-        arm: Arm,
-        candidates: Sequence[tuple[str, float]],
-        k: int,
-        *,
-        person_id: str,
-        event_id: str,
-        platform: str,
-        consumed: Collection[str],
-        vectors: Vectors,
-        counts: Counts,
-    ) -> list[Pick]:
+        """The published top-``k`` of ``candidates`` (best first by the learner) for this arm."""
         if not candidates:
             return []
         if arm.exploits_only:
