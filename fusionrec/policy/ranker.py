@@ -52,7 +52,8 @@ class Arm:
 
 
 class PolicyRanker:
-    """Chooses each published top-K from scored candidates, per the ``[policy]`` config section (the new-item slot last, :meth:`with_new_item`)."""
+    """Chooses each published top-K from scored candidates, per the ``[policy]`` config section
+    (:meth:`choose`, then the new-item slot: :meth:`with_new_item`)."""
 
     def __init__(self, policy_cfg: object, platforms: Sequence[str]) -> None:
         from fusionrec.config import PolicyConfig
