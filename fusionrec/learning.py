@@ -78,6 +78,7 @@ WINDOW = 5  # co-occurrence window (items before the current one)
 SEQ_FEATURE = 10  # recent items whose co-occurrence lists feed the window feature
 KNN_HISTORY = 20  # items whose co-occurrence lists feed the item-kNN feature (the whole sequence)
 BACKWARD = 0.5  # weight of the reverse direction (i after j also counts j near i, less)
+NEW_DENSE_SHARE = 0.3  # above this share of new items, new-item scores are computed densely (see below)
 RANK_CHUNK = 256  # requests per matrix product: (256 x n) float32 scores stay a few MB
 
 
@@ -401,10 +402,11 @@ class OnlineLearner:
         ids = self.catalog.ids[platform]
         top = self._best_of(scores, min(k, scores.shape[1]))
         if new_items > 0:
+            # the new items already in the top k are not candidates again (scores is not read after this)
+            taken = np.concatenate([cols for cols, _ in top])
+            scores[np.repeat(np.arange(len(top)), [len(cols) for cols, _ in top]), taken] = -np.inf
             new_cols = np.flatnonzero(self.new_mask(platform, scores.shape[1]))
             new_scores = scores[:, new_cols]
-            for b, (cols, _) in enumerate(top):  # the new items already in the top k are not candidates again
-                new_scores[b, np.isin(new_cols, cols)] = -np.inf
             best_new = self._best_of(new_scores, min(new_items, len(new_cols)))
             top = [(np.concatenate([c, new_cols[nc]]), np.concatenate([v, nv])) for (c, v), (nc, nv) in zip(top, best_new)]
         for b, r in enumerate(rows):
@@ -456,12 +458,25 @@ class OnlineLearner:
     def _add_new_item_scores(
         self, scores: npt.NDArray[np.float32], platform: str, reqs: Sequence[RankRequest], w: npt.NDArray[np.float64]
     ) -> None:
-        """The new-item features, on the columns of the items nobody has interacted with yet only."""
+        """The new-item features, on the columns of the items nobody has interacted with yet only.
+
+        Adding into scattered columns costs more per entry than the matrix product itself, so when new
+        items are a large share of the catalog (a young catalog) the product runs over every item and a
+        0/1 mask keeps the new ones; otherwise only the cached block of new items is scored.
+        """
+        n = scores.shape[1]
+        queries = _query_matrix([self.new_item_query(req, w) for req in reqs], self.catalog.dim)
         rows, block = self.new_item_block(platform)
-        keep = self.new_rows(platform, rows) & (rows < scores.shape[1])
+        keep = self.new_rows(platform, rows) & (rows < n)
         if not keep.any():
             return
-        extra = _query_matrix([self.new_item_query(req, w) for req in reqs], self.catalog.dim) @ block
+        if keep.sum() > NEW_DENSE_SHARE * n:
+            extra = queries @ self.catalog.mats[platform][:n].T
+            extra += np.float32(w[NEW])
+            extra *= self.new_mask(platform, n).astype(np.float32)
+            scores += extra
+            return
+        extra = queries @ block
         scores[:, rows[keep]] += extra[:, keep] + np.float32(w[NEW])
 
     def _mask_consumed(self, scores: npt.NDArray[np.float32], platform: str, consumed: Sequence[frozenset[str]]) -> None:

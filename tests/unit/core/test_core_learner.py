@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from fusionrec import learning
 from fusionrec.errors import CheckpointError
 from fusionrec.learning import FEATURES, INITIAL_WEIGHTS, NEW, OnlineLearner, RankRequest
 
@@ -43,7 +44,10 @@ def play(learner: OnlineLearner, sequences: list[list[str]]) -> None:
             learner.observe(req, item, ts, positive=True)
 
 
-def test_batched_scores_are_the_feature_rows_times_the_published_weights() -> None:
+@pytest.mark.parametrize("dense_share", [0.0, 1.0], ids=["dense", "block"])
+def test_batched_scores_are_the_feature_rows_times_the_published_weights(monkeypatch: pytest.MonkeyPatch, dense_share: float) -> None:
+    """Both ways of adding the new-item scores (over the whole catalog, or the cached block of new items)."""
+    monkeypatch.setattr(learning, "NEW_DENSE_SHARE", dense_share)
     learner = make_learner()
     play(learner, [["i0", "i1", "i2", "i3"], ["i1", "i2", "i4"], ["i0", "i2", "i5", "i1"]])
     w = np.random.default_rng(7).normal(size=len(FEATURES))
