@@ -256,6 +256,7 @@ class OnlineLearner:
         self._pop_cache: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
         # platform -> (catalog version, rows that were new when it was built, their vectors transposed)
         self._new_block: dict[str, tuple[int, npt.NDArray[np.int64], Vector]] = {}
+        self._slots: dict[str, npt.NDArray[np.int64]] = {}  # scratch of _cooc_features
         self._sampler: dict[str, tuple[tuple[int, int], npt.NDArray[np.float64] | None, npt.NDArray[np.float64]]] = {}
         self.unpublished = 0
         self.learned = 0
@@ -335,6 +336,8 @@ class OnlineLearner:
         """Columns 3, 4 and 7 of ``features`` (the three co-occurrence features) at ``rows`` only: the
         neighbour lists are matched against the few rows instead of filling catalog-long arrays."""
         uniq, where = np.unique(rows, return_inverse=True)
+        slot = self._row_slots(platform)  # catalog row -> position in uniq, -1 elsewhere
+        slot[uniq] = np.arange(len(uniq))
         acc = np.zeros((3, len(uniq)), np.float32)  # last, window, knn
         found = False
         for k, item in enumerate(reversed(seq[-KNN_HISTORY:])):
@@ -343,8 +346,8 @@ class OnlineLearner:
                 continue
             found = True
             nb_rows, vals = nb.arrays()
-            pos = np.minimum(np.searchsorted(uniq, nb_rows), len(uniq) - 1)
-            hit = uniq[pos] == nb_rows
+            pos = slot[nb_rows]
+            hit = pos >= 0
             pos, vals = pos[hit], vals[hit]  # distinct: the rows of one neighbour list are
             inv = np.float32(1.0 / math.sqrt(self.src_count.get(item, 1.0)))
             if k == 0:
@@ -352,10 +355,19 @@ class OnlineLearner:
             if k < SEQ_FEATURE:
                 acc[1, pos] += vals * (inv / np.float32(k + 1))
             acc[2, pos] += vals * inv
+        slot[uniq] = -1
         if not found:
             return
         acc[2] *= self.inv_sqrt_counts(platform, 0, uniq)
         f[:, [3, 4, 7]] = np.log1p(acc).T[where]
+
+    def _row_slots(self, platform: str) -> npt.NDArray[np.int64]:
+        """A scratch array over the platform's catalog rows, all -1 between uses (kept, not reallocated)."""
+        n = self.catalog.size(platform)
+        slots = self._slots.get(platform)
+        if slots is None or len(slots) < n:
+            slots = self._slots[platform] = np.full(max(n, 2 * len(slots) if slots is not None else 0), -1, np.int64)
+        return slots
 
     def inv_sqrt_counts(self, platform: str, n: int, cols: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float32]:
         """``1/sqrt(max(count_i, 1))`` of the positive interactions with each item (all rows, or ``cols``)."""
@@ -419,6 +431,11 @@ class OnlineLearner:
         """Per row, the columns of its ``k`` best finite scores and the scores, best first (ties by column)."""
         if k <= 0:
             return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(scores))]
+        if k == 1:  # the new-item candidate: argmax takes the first of equal scores, as the sort below
+            best = scores.argmax(axis=1)
+            value = scores[np.arange(len(scores)), best]
+            return [(best[b : b + 1].astype(np.int64), value[b : b + 1]) if np.isfinite(value[b]) else
+                    (np.zeros(0, np.int64), np.zeros(0, np.float32)) for b in range(len(scores))]
         live = np.isfinite(scores).sum(axis=1)
         top_scores, top = top_k_rows(scores, k)
         out = []
