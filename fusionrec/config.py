@@ -140,7 +140,8 @@ class ModelConfig:
     index_threads: int = setting(
         1,
         "FUSIONREC_INDEX_THREADS",
-        "OpenMP threads of the FAISS CPU search (0 = FAISS default); one is fastest on small machines.",
+        "OpenMP threads of the FAISS CPU search (0 = FAISS default); one is fastest on small machines. "
+        "The encoder's torch shares that runtime, so it gets the same number on the CPU.",
     )
     vector_cache_dir: str = setting(
         "~/.cache/fusionrec/vectors",

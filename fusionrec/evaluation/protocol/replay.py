@@ -21,9 +21,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,29 +256,14 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     rec.restrict_to_target_platform = options.restrict_to_target_platform
     rec.policy = PolicyRanker(cfg.policy, cfg.platforms)
     items = list(read_items(dataset))
-    t_items = time.perf_counter()
-    for s in range(0, len(items), ITEM_CHUNK):
-        rec.apply_items(items[s : s + ITEM_CHUNK])
-    items_s = time.perf_counter() - t_items
-    events = load_dataset(dataset, options.limit_users)
-    baselines: list[Baseline] = []
-    info: dict[str, Any] = {"items": len(items), "events": len(events), "catalog_seconds": round(items_s, 1)}
-    if options.baselines:
-        cat = rec.learner.catalog
-        baselines = [Popularity(cat), CoOccurrence(cat), TextMean(cat)]
-        if options.sasrec:
-            from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
-
-            scfg = SASRecConfig() if options.sasrec_epochs is None else SASRecConfig(epochs=options.sasrec_epochs)
-            sas = SASRecBaseline(cat, scfg)
-            seqs: dict[str, list[str]] = defaultdict(list)
-            for de in events:
-                if de.role == "history":
-                    seqs[de.event.user_id].append(de.event.item_id)
-            sas.fit(list(seqs.values()))
-            info["sasrec_train_seconds"] = round(sas.train_seconds, 1)
-            info["sasrec_epochs"] = sas.epochs_run
-            baselines.append(sas)
+    with every_core():
+        t_items = time.perf_counter()
+        for s in range(0, len(items), ITEM_CHUNK):
+            rec.apply_items(items[s : s + ITEM_CHUNK])
+        items_s = time.perf_counter() - t_items
+        events = load_dataset(dataset, options.limit_users)
+        info: dict[str, Any] = {"items": len(items), "events": len(events), "catalog_seconds": round(items_s, 1)}
+        baselines = _baselines(rec, events, options, info)
     result = replay(rec, events, baselines, k=options.k)
     result.dataset = str(dataset)
     result.seconds = time.perf_counter() - t0
@@ -289,3 +276,44 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     info["learned_weights"] = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
     result.info = info
     return to_json(result)
+
+
+@contextmanager
+def every_core() -> Iterator[None]:
+    """Torch on every core for the batch stages before the replay (catalog encoding, SASRec training).
+
+    ``model.index_threads`` (one by default, for the workers) caps torch as well as FAISS when torch
+    is loaded first, as in ``fusionrec eval``: they then share one OpenMP runtime, and encoding and
+    training would run on one core.  The replay goes back to the workers' setting, so the figures
+    measured are those of what the workers run.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _baselines(rec: Recommender, events: list[DatasetEvent], options: EvalOptions, info: dict[str, Any]) -> list[Baseline]:
+    """The baselines of the run, SASRec trained on the history part (its time and epochs into ``info``)."""
+    if not options.baselines:
+        return []
+    cat = rec.learner.catalog
+    baselines: list[Baseline] = [Popularity(cat), CoOccurrence(cat), TextMean(cat)]
+    if options.sasrec:
+        from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+
+        scfg = SASRecConfig() if options.sasrec_epochs is None else SASRecConfig(epochs=options.sasrec_epochs)
+        sas = SASRecBaseline(cat, scfg)
+        seqs: dict[str, list[str]] = defaultdict(list)
+        for de in events:
+            if de.role == "history":
+                seqs[de.event.user_id].append(de.event.item_id)
+        sas.fit(list(seqs.values()))
+        info["sasrec_train_seconds"] = round(sas.train_seconds, 1)
+        info["sasrec_epochs"] = sas.epochs_run
+        baselines.append(sas)
+    return baselines
