@@ -166,7 +166,10 @@ class ModelConfig:
         1000, "FUSIONREC_MAX_CONSUMED", "Consumed items remembered per person (never re-recommended)."
     )
     max_recent_events: int = setting(
-        256, "FUSIONREC_MAX_RECENT_EVENTS", "Recent event ids remembered per person (duplicate check)."
+        64,
+        "FUSIONREC_MAX_RECENT_EVENTS",
+        "Recent event ids remembered per person (the duplicate check; replays after a crash reach back "
+        "one commit interval, well within it).",
     )
     learn_publish_every: int = setting(
         256,
@@ -174,6 +177,24 @@ class ModelConfig:
         "Learned events between two publications of the online-learned model (weights, co-occurrence, "
         "popularity) to the ranker; a batch is always ranked with one published model.",
     )
+    train_every: int = setting(
+        2, "FUSIONREC_TRAIN_EVERY", "Every n-th positive event is a training example of the learned weights."
+    )
+    text_candidates: int = setting(
+        100, "FUSIONREC_TEXT_CANDIDATES", "Candidates per request from the item index (text query)."
+    )
+    cooc_candidates: int = setting(
+        50, "FUSIONREC_COOC_CANDIDATES", "Candidates per request from co-occurrence with the person's recent items."
+    )
+    popular_candidates: int = setting(
+        20, "FUSIONREC_POPULAR_CANDIDATES", "Candidates from the most popular items (shared by every request)."
+    )
+    index_exact_max: int = setting(
+        20000,
+        "FUSIONREC_INDEX_EXACT_MAX",
+        "Items of a platform up to which the candidate index searches exactly; an IVF index above.",
+    )
+    index_nprobe: int = setting(16, "FUSIONREC_INDEX_NPROBE", "Lists an IVF search visits.")
 
 
 @dataclass(frozen=True)
@@ -330,6 +351,9 @@ def validate(cfg: Config) -> None:
         "kafka.replication_factor": cfg.kafka.replication_factor,
         "worker.top_k": cfg.worker.top_k,
         "worker.batch_size": cfg.worker.batch_size,
+        "model.train_every": cfg.model.train_every,
+        "model.text_candidates": cfg.model.text_candidates,
+        "model.index_nprobe": cfg.model.index_nprobe,
         "model.half_life_days": cfg.model.half_life_days,
         "limits.max_message_bytes": cfg.limits.max_message_bytes,
     }

@@ -1,18 +1,24 @@
-"""Interfaces the core needs from the encoder and the index (implemented in ``encoder/``, ``index/``).
+"""Interfaces the core needs from the encoder and the candidate index (implemented in ``encoder/``, ``index/``).
 
 They import nothing heavy, so the core and its tests never pull in torch or faiss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from fusionrec.contracts import ItemUpsert
+
 Vectors = npt.NDArray[np.float32]
 """A 2-D float32 array, one row per item or person."""
+
+MatrixView = Callable[[], tuple[Vectors, npt.NDArray[np.bool_]]]
+"""A platform's ``(vectors[:n], alive[:n])`` as of the call (see ``fusionrec.items``)."""
 
 
 class TextEncoderT(Protocol):
@@ -29,29 +35,30 @@ class TextEncoderT(Protocol):
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> Vectors: ...
 
 
-class VectorIndexT(Protocol):
-    """An inner-product index of item vectors keyed by item id, each item tagged with a platform."""
+class ItemEncoderT(Protocol):
+    """Turns catalog items into L2-normalised vectors (a text template over a :class:`TextEncoderT`)."""
 
     @property
     def dim(self) -> int: ...
 
-    def __len__(self) -> int: ...
+    @property
+    def model_id(self) -> str: ...
 
-    def __contains__(self, item_id: object) -> bool: ...
+    def encode_items(self, items: Sequence[ItemUpsert]) -> Vectors: ...
 
-    def upsert(self, item_ids: Sequence[str], platforms: Sequence[str], vectors: Vectors) -> None: ...
 
-    def delete(self, item_ids: Sequence[str]) -> int: ...
+class CandidateIndexT(Protocol):
+    """Top-k inner-product search over one platform's store rows (``index.candidates``)."""
 
-    def vectors_of(self, item_ids: Sequence[str]) -> Vectors: ...
+    @property
+    def kind(self) -> str:
+        """``exact``, ``ivf`` or ``gpu-exact``: what answers searches now."""
+        ...
 
-    def platform_of(self, item_id: str) -> str | None: ...
+    def add(self, rows: npt.NDArray[np.int64], vectors: Vectors) -> None: ...
+
+    def remove(self, rows: npt.NDArray[np.int64]) -> None: ...
 
     def search(
-        self,
-        queries: Vectors,
-        k: int,
-        *,
-        platforms: Sequence[str | None] | None = None,
-        exclude: Sequence[set[str]] | None = None,
-    ) -> list[list[tuple[str, float]]]: ...
+        self, queries: Vectors, k: int, allowed: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

@@ -1,34 +1,42 @@
-"""Continual-learning checkpoints of a worker: when to write them, what goes in, and restoring them.
+"""Continual-learning checkpoints of a worker: when to write them, what goes in, restoring them.
 
-Commit order (written down because it is the guarantee)::
+A checkpoint holds the learned parameters (``learner.safetensors``: weights, statistics, context gate)
+and a manifest with the model version, config digest, library versions and the offsets processed so
+far.  It is taken in two steps so the event loop never waits for the disk: the learner's arrays and
+the owned partitions' person states are *copied* on the loop (fast), then written in a thread.  The
+person states go to the worker's local snapshots (``stream.state_store``), the shortcut a restart
+takes into the changelog.
 
-    1. checkpoint: learned parameters (safetensors) + index snapshot + offsets processed so far
-    2. flush the producer: every recommendation and state change of those events is on the broker
-    3. commit the consumer offsets
-
-A crash between 1 and 3 replays events the checkpoint already holds; the person state rejects them
-as duplicates (their event ids are remembered), so nothing is applied twice.  Person state itself is
-not in the checkpoint: it lives in the person-state table's changelog topic.
+What a crash costs: the shared learned parameters come back as of the last checkpoint; events
+processed after it are in every person's state (changelog) but not learned into the parameters again
+(they are duplicates on replay), so up to one checkpoint interval of online learning is lost; no
+state and no answer is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from aiokafka import TopicPartition
 
 from fusionrec.checkpoint import Checkpoint, CheckpointStore
 from fusionrec.config import Config
 from fusionrec.core import Recommender
+from stream.state_store import PersonStates
 
 log = logging.getLogger(__name__)
 
+__all__ = ["WorkerCheckpointer"]
+
 
 class WorkerCheckpointer:
-    def __init__(self, cfg: Config, rec: Recommender) -> None:
+    def __init__(self, cfg: Config, rec: Recommender, states: PersonStates | None = None) -> None:
         self.cfg = cfg
         self.rec = rec
+        self.states = states
         root = cfg.worker.checkpoint_dir or str(Path(cfg.worker.data_dir).expanduser() / "checkpoints")
         self.store = CheckpointStore(root, keep=cfg.worker.checkpoint_keep)
         self.offsets: dict[str, dict[int, int]] = {}
@@ -36,16 +44,18 @@ class WorkerCheckpointer:
         self.last_written = time.monotonic()
         self.last_checkpoint: Checkpoint | None = None
         self.restored: Checkpoint | None = None
+        self._writing: asyncio.Task[Checkpoint] | None = None
 
-    def processed(self, topic: str, partition: int, offset: int, events: int) -> None:
-        """Note that everything up to ``offset`` of ``topic``/``partition`` has been processed."""
-        parts = self.offsets.setdefault(topic, {})
-        parts[partition] = max(parts.get(partition, 0), offset + 1)
+    def processed(self, events: int, offsets: dict[TopicPartition, int]) -> None:
+        """``events`` more events processed; ``offsets``: next offset to read per topic partition."""
+        for tp, offset in offsets.items():
+            parts = self.offsets.setdefault(tp.topic, {})
+            parts[tp.partition] = max(parts.get(tp.partition, 0), offset)
         self.events_since += events
 
     def due(self) -> bool:
         w = self.cfg.worker
-        if self.events_since == 0:
+        if self.events_since == 0 or (self._writing is not None and not self._writing.done()):
             return False
         return self.events_since >= w.checkpoint_every_events or time.monotonic() - self.last_written >= w.checkpoint_every_s
 
@@ -60,30 +70,52 @@ class WorkerCheckpointer:
         log.info("restored checkpoint %s (model %s)", ckpt.path.name, ckpt.model_version)
         return ckpt
 
-    def write(self) -> Checkpoint:
-        def files(directory: Path) -> None:
-            self.rec.save_checkpoint(str(directory / "model"))
-            save = getattr(self.rec.index, "save", None)
-            if save is not None:
-                save(directory / "index")
+    def start_write(self) -> asyncio.Task[Checkpoint]:
+        """Copy now, write in a thread; returns the task (the next ``due`` waits for it)."""
+        learned = self.rec.checkpoint_state()
+        people = self.states.snapshot_copies() if self.states is not None else []
+        offsets = {t: dict(parts) for t, parts in self.offsets.items()}
+        self.events_since = 0
+        self.last_written = time.monotonic()
 
+        def write() -> Checkpoint:
+            ckpt = self.store.write(
+                lambda directory: self.rec.write_checkpoint(str(directory / "model"), learned),
+                model_version=self.rec.model_version,
+                config_digest=self.cfg.digest(),
+                offsets=offsets,
+            )
+            if self.states is not None:
+                self.states.write_snapshots(people)
+            return ckpt
+
+        async def run() -> Checkpoint:
+            ckpt = await asyncio.to_thread(write)
+            self.last_checkpoint = ckpt
+            return ckpt
+
+        self._writing = asyncio.create_task(run())
+        return self._writing
+
+    def write(self) -> Checkpoint:
+        """Synchronously (a clean shutdown, tests)."""
+        learned = self.rec.checkpoint_state()
         ckpt = self.store.write(
-            files,
+            lambda directory: self.rec.write_checkpoint(str(directory / "model"), learned),
             model_version=self.rec.model_version,
             config_digest=self.cfg.digest(),
             offsets=self.offsets,
         )
+        if self.states is not None:
+            self.states.write_snapshots(self.states.snapshot_copies())
         self.events_since = 0
         self.last_written = time.monotonic()
         self.last_checkpoint = ckpt
         return ckpt
 
-    async def checkpoint_flush_commit(self, flush: Callable[[], Awaitable[None]], commit: Callable[[], Awaitable[object]]) -> Checkpoint:
-        """The three steps, in their order (see the module docstring)."""
-        ckpt = self.write()
-        await flush()
-        await commit()
-        return ckpt
+    async def wait(self) -> None:
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
 
     def age_s(self) -> float | None:
         return None if self.last_checkpoint is None else time.time() - self.last_checkpoint.created_at

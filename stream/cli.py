@@ -122,8 +122,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fusionrec.evaluation import EvalOptions, evaluate
     from fusionrec.evaluation.report import format_table
+    from fusionrec.dataset import dataset_platforms
+    from stream.compose import build_recommender
 
-    cfg = load_config(args.config)
+    # the dataset's platforms are the ones evaluated (the config's may name a deployment's)
+    cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -132,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         baselines=not args.no_baselines,
         policy=args.policy,
     )
-    report = evaluate(cfg, args.dataset, options)
+    report = evaluate(cfg, args.dataset, options, recommender=build_recommender(cfg))
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as fh:

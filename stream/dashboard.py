@@ -382,15 +382,15 @@ def _without_lag(text: str) -> str:
 def install_ops(app: Any, cfg: Config, metrics: Metrics, recommender: Any, *, interval_s: float = 2.0) -> Any:
     """Wire a faust worker's operations side; returns the ``OnlineRecall`` the recommend agent feeds.
 
-    * times the encoder and the index and exports the model version (``metrics.instrument``);
+    * exports the model version (timings come from the core's hooks: ``metrics.MetricsHooks``);
     * exports the age of the worker's last checkpoint (``app.fusionrec_checkpointer``, when there is one);
     * every ``interval_s``: reads the group's lag from the broker into ``fusionrec_consumer_lag_messages``
       and keeps a reading of its own metrics for the dashboard;
     * pages ``/dashboard`` (+ its static files) and ``/api/dashboard``.
     """
-    from stream.metrics import OnlineRecall, instrument
+    from stream.metrics import OnlineRecall
 
-    instrument(recommender, metrics)
+    metrics.set_model_version(recommender.model_version)
 
     def checkpoint_age() -> float | None:
         checkpointer = getattr(app, "fusionrec_checkpointer", None)  # stream.checkpointing.WorkerCheckpointer

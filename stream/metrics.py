@@ -2,7 +2,8 @@
 
 A ``Metrics`` object owns its own registry, so several apps (tests) never collide.  Besides the
 metrics themselves this module holds the cheap helpers that feed them: timing proxies around the
-encoder and the index (``instrument``) and the online Recall@10 of test-then-train (``OnlineRecall``).
+encoder, the index and the ranking as the core's hooks (``MetricsHooks``) and the online Recall@10 of
+test-then-train (``OnlineRecall``).
 
 Every name the workers export (``exported_names``) is what dashboards may query; the tests check the
 Grafana dashboard against it.
@@ -179,8 +180,21 @@ class OnlineRecall:
         self._window: deque[bool] = deque(maxlen=window)
         self._hits_in_window = 0
 
-    def observe(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
-        """Score the event against the previous list, then remember this event's list.  None: not scored."""
+    def observe_many(self, answers: Iterable[tuple[str, str, str, Sequence[str]]]) -> None:
+        """:meth:`observe` for a batch of ``(person, platform, item, recommended)``, counters updated once."""
+        hits = trials = 0
+        for person, platform, item_id, recommended in answers:
+            hit = self._score(person, platform, item_id, recommended)
+            if hit is not None:
+                trials += 1
+                hits += hit
+        if trials:
+            self.metrics.recall_trials.inc(trials)
+            if hits:
+                self.metrics.recall_hits.inc(hits)
+            self.metrics.online_recall.set(self._hits_in_window / len(self._window))
+
+    def _score(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
         key = (person, platform)
         previous = self._last.pop(key, None)
         self._last[key] = frozenset(recommended[: self.K])
@@ -193,98 +207,34 @@ class OnlineRecall:
             self._hits_in_window -= self._window[0]
         self._window.append(hit)
         self._hits_in_window += hit
-        self.metrics.recall_trials.inc()
-        if hit:
-            self.metrics.recall_hits.inc()
-        self.metrics.online_recall.set(self._hits_in_window / len(self._window))
+        return hit
+
+    def observe(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
+        """Score the event against the previous list, then remember this event's list.  None: not scored."""
+        hit = self._score(person, platform, item_id, recommended)
+        if hit is not None:
+            self.metrics.recall_trials.inc()
+            if hit:
+                self.metrics.recall_hits.inc()
+            self.metrics.online_recall.set(self._hits_in_window / len(self._window))
         return hit
 
 
-class _TimedEncoder:
-    """The encoder, with each ``encode`` call timed (it runs in an executor thread: metrics are thread-safe)."""
+class MetricsHooks:
+    """The core's hooks (``fusionrec.core.CoreHooks``) as metrics: encoder, index, ranking, checkpoints."""
 
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return self._inner.encode(texts, *args, **kwargs)
-        finally:
-            self._metrics.encoder_batch_ms.observe((time.perf_counter() - t0) * 1000)
-            self._metrics.encoder_texts.inc(len(texts))
+    def on_encode(self, texts: int, seconds: float) -> None:
+        self.metrics.encoder_batch_ms.observe(seconds * 1000)
+        self.metrics.encoder_texts.inc(texts)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def on_index(self, op: str, seconds: float) -> None:
+        self.metrics.index_op_ms.labels(op).observe(seconds * 1000)
 
+    def on_rank(self, requests: int, seconds: float) -> None:
+        self.metrics.rank_batch_ms.observe(seconds * 1000)
 
-class _TimedIndex:
-    """The item index, with its search, lookup and write calls timed."""
-
-    _TIMED = ("search", "vectors_of", "upsert", "delete")
-
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._inner
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in self._TIMED:
-            return attr
-        histogram = self._metrics.index_op_ms.labels(name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                histogram.observe((time.perf_counter() - t0) * 1000)
-
-        return timed
-
-
-def _timed_call(fn: Callable[..., Any], histogram: Histogram) -> Callable[..., Any]:
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            histogram.observe((time.perf_counter() - t0) * 1000)
-
-    timed.fusionrec_hooked = True  # type: ignore[attr-defined]
-    return timed
-
-
-def instrument(recommender: Any, metrics: Metrics) -> None:
-    """Time the recommender's encoder, index and ranking calls, export its model version, and restart
-    the checkpoint age whenever its ``save_checkpoint`` succeeds (idempotent)."""
-    if not isinstance(recommender.encoder, _TimedEncoder):
-        recommender.encoder = _TimedEncoder(recommender.encoder, metrics)
-    if not isinstance(recommender.index, _TimedIndex):
-        recommender.index = _TimedIndex(recommender.index, metrics)
-    # whichever ranks a micro-batch: the learner's rank (the core calls it directly), else the core's own
-    for owner, name in ((getattr(recommender, "learner", None), "rank"), (recommender, "rank_requests"), (recommender, "rank_many")):
-        rank = getattr(owner, name, None) if owner is not None else None
-        if callable(rank):
-            if not getattr(rank, "fusionrec_hooked", False):
-                setattr(owner, name, _timed_call(rank, metrics.rank_batch_ms))
-            break
-    save = getattr(recommender, "save_checkpoint", None)
-    if callable(save) and not getattr(save, "fusionrec_hooked", False):
-
-        def save_checkpoint(*args: Any, **kwargs: Any) -> Any:
-            result = save(*args, **kwargs)
-            metrics.checkpointed()
-            return result
-
-        save_checkpoint.fusionrec_hooked = True  # type: ignore[attr-defined]
-        recommender.save_checkpoint = save_checkpoint
-    metrics.set_model_version(recommender.model_version)
+    def on_checkpoint(self) -> None:
+        self.metrics.checkpointed()

@@ -12,14 +12,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from fusionrec.learning import Catalog, _Neighbours
+from fusionrec.items import ItemStore as Catalog
 
 __all__ = ["BaselineRequest", "Baseline", "Popularity", "CoOccurrence", "TextMean", "top_items"]
+
+
+@dataclass
+class _Neighbours:
+    """Growable sparse row: co-occurrence counts of one source item with items of one platform."""
+
+    pos: dict[int, int] = field(default_factory=dict)
+    rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(8, np.int64))
+    vals: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(8, np.float32))
+
+    def add(self, row: int, inc: float) -> None:
+        p = self.pos.get(row)
+        if p is None:
+            p = len(self.pos)
+            self.pos[row] = p
+            if p >= len(self.rows):
+                self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
+                self.vals = np.concatenate([self.vals, np.zeros_like(self.vals)])
+            self.rows[p] = row
+        self.vals[p] += inc
+
+    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        n = len(self.pos)
+        return self.rows[:n], self.vals[:n]
 
 
 @dataclass(frozen=True, slots=True)

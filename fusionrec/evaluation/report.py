@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fusionrec.evaluation.metrics import BEYOND_NAMES, METRIC_NAMES, BeyondAccuracy, MetricSet
-from fusionrec.learning import FEATURES
+from fusionrec.learner.model import FEATURES
 
 __all__ = ["to_json", "format_table"]
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, top_items
-from fusionrec.learning import Catalog
+from fusionrec.items import ItemStore as Catalog
 
 __all__ = ["SASRecConfig", "SASRec", "SASRecBaseline"]
 

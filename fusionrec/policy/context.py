@@ -276,6 +276,60 @@ class ContextGate:
             row += self.lr * g * x
         self.updates += 1
 
+    # ------------------------------------------------------------------ batches (the hot path)
+
+    def matrix(self, target: str, sources: Sequence[str], *, live: bool = False) -> npt.NDArray[np.float64] | None:
+        """``(len(sources), GATE_FEATURES)``: the target's rows in ``sources`` order (zeros where a
+        source has none); None when nothing was learned for the target."""
+        rows = (self.rows if live else self.published).get(target)
+        if rows is None:
+            return None
+        out = np.zeros((len(sources), GATE_FEATURES))
+        for j, p in enumerate(sources):
+            row = rows.get(p)
+            if row is not None:
+                out[j] = row
+        return out
+
+    def gate_batch(
+        self, target: str, sources: Sequence[str], x: npt.NDArray[np.float64], alphas: npt.NDArray[np.float64], present: npt.NDArray[np.bool_], *, live: bool = False
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`gate` for ``W`` requests at once: ``x`` ``(W, F)``, ``alphas`` and ``present`` ``(W, P)``
+        over ``sources``; absent sources keep their (unused) alpha."""
+        m = self.matrix(target, sources, live=live)
+        if m is None:
+            return alphas
+        base = np.where(present, alphas, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = np.clip(np.nan_to_num(x @ np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0).T, nan=0.0), -MAX_LOGIT, MAX_LOGIT)
+            w = base * np.exp(logits)
+            total = w.sum(axis=1, keepdims=True)
+            w = np.where(total > 0, w * base.sum(axis=1, keepdims=True) / np.where(total > 0, total, 1.0), w)
+        ok = (present.sum(axis=1) >= 2) & ~np.any(present & ((alphas < 0) | ~np.isfinite(alphas)), axis=1)
+        return np.where(ok[:, None] & present, w, alphas)
+
+    def learn_batch(
+        self, target: str, sources: Sequence[str], x: npt.NDArray[np.float64], alphas: npt.NDArray[np.float64], cosines: npt.NDArray[np.float64], present: npt.NDArray[np.bool_]
+    ) -> None:
+        """One summed step over ``W`` events of ``target`` (see :meth:`learn`); rows with fewer than two
+        present sources learn nothing."""
+        w = np.where(present, self.gate_batch(target, sources, x, alphas, present, live=True), 0.0)
+        total = w.sum(axis=1)
+        ok = (present.sum(axis=1) >= 2) & ~np.any(w < 0, axis=1) & (total > 0)
+        if not ok.any():
+            return
+        a = w[ok] / total[ok, None]
+        s = np.where(present[ok], cosines[ok], 0.0)
+        grad = a * (s - (a * s).sum(axis=1, keepdims=True))
+        step = self.lr * grad.T @ x[ok]  # (P, F)
+        rows = self.rows.setdefault(target, {})
+        touched = present[ok].any(axis=0)
+        for j, p in enumerate(sources):
+            if touched[j]:
+                row = rows.setdefault(p, np.zeros(GATE_FEATURES))
+                row += step[j]
+        self.updates += int(ok.sum())
+
     def state(self) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, str]]:
         """Tensors (``context.<target>.<source>``) and metadata for a checkpoint."""
         import json

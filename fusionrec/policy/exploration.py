@@ -14,9 +14,10 @@ that feedback:
 - ``ucb``: ranks by ``score + c·sqrt(log(N + 1) / (n_i + 1))``; deterministic optimism for rarely-seen
   items.
 
-Every random draw comes from a generator seeded by a blake2b hash of ``(seed, person id, event id)``
-(:func:`rng_for`), never from Python's salted ``hash``: a replayed event gets the same recommendations on
-any worker, and an evaluation run is reproducible.
+Every random draw is a pure function of ``(seed, person id, event id, slot)`` (:func:`draw_key` and
+``fusionrec.hashing``), never of Python's salted ``hash`` or of a generator's history: a replayed event
+gets the same recommendations on any worker, an evaluation run is reproducible, and a whole batch
+draws with a few array operations (:meth:`Policy.select_batch`).
 
 Each published item is a :class:`Pick` ``(item_id, score, explored)``; ``score`` is always the model's
 relevance score (not the perturbed one), so scores stay comparable across policies and variants, and
@@ -30,7 +31,6 @@ relevance score (not the perturbed one), so scores stay comparable across polici
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fusionrec.errors import ConfigError
+from fusionrec.hashing import combine, normal, stable_hash, uniform
 from fusionrec.policy.candidates import as_scores, keep_mask, order_by_score
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
     "UCB",
     "POLICIES",
     "POLICY_NAMES",
-    "rng_for",
+    "draw_key",
     "make_policy",
     "policy_params",
 ]
@@ -65,25 +66,29 @@ class Pick(NamedTuple):
     explored: bool
 
 
-def rng_for(seed: int, person_id: str, event_id: str) -> np.random.Generator:
-    """A generator that is a pure function of ``(seed, person, event)``.
+def draw_key(seed: int, person_id: str, event_id: str) -> int:
+    """The 64-bit key of one request's draws: a pure function of ``(seed, person, event)``.
 
-    blake2b rather than ``hash()``: Python salts string hashes per process, which would give each
-    worker (and each replay) different draws.  Fields are length-prefixed so ``("ab", "c")`` and
-    ``("a", "bc")`` do not collide.
+    Fields are hashed one by one (``combine``), so ``("ab", "c")`` and ``("a", "bc")`` do not collide.
     """
-    h = hashlib.blake2b(digest_size=16, person=b"fusionrec-rng")
-    for part in (str(int(seed)), person_id, event_id):
-        raw = part.encode()
-        h.update(len(raw).to_bytes(8, "little"))
-        h.update(raw)
-    return np.random.default_rng(int.from_bytes(h.digest(), "little"))
+    return int(combine(np.uint64(int(seed) % (1 << 64)), np.uint64(stable_hash(person_id)), np.uint64(stable_hash(event_id))))
 
 
 class Policy(Protocol):
-    """What the ranker calls.  Implementations filter ``exclude``, duplicates and non-finite scores themselves."""
+    """What the ranker calls.
+
+    :meth:`select_batch` is the hot path: a batch of candidate lists, already cleaned and sorted best
+    first.  :meth:`select` is the same for one list of any shape: it filters ``exclude``, duplicates
+    and non-finite scores itself, sorts, and calls :meth:`select_batch` with a batch of one.
+    """
 
     name: ClassVar[str]
+
+    def select_batch(self, scores: F64, k: int, keys: U64, counts: F64, totals: F64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """``scores`` ``(B, M)`` sorted best first, ``-inf`` padding at the end; ``keys`` ``(B,)`` from
+        :func:`draw_key`; ``counts`` ``(B, M)`` interactions per candidate, ``totals`` ``(B,)`` all
+        interactions.  Returns ``(positions (B, k) into M, -1 padding; explored (B, k))``."""
+        ...
 
     def select(
         self,
@@ -99,17 +104,19 @@ class Policy(Protocol):
     ) -> list[Pick]: ...
 
 
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+
 class _Prepared(NamedTuple):
     items: list[str]
-    scores: npt.NDArray[np.float64]
-    counts: npt.NDArray[np.float64]
-    order: npt.NDArray[np.intp]  # indices into items, best score first
+    scores: F64  # best first
+    counts: F64
 
 
-def _prepare(
-    items: Sequence[str], scores: npt.ArrayLike, exclude: Collection[str], counts: npt.ArrayLike | None
-) -> _Prepared:
-    """Drop what must never be published and sort the rest by relevance."""
+def _prepare(items: Sequence[str], scores: npt.ArrayLike, exclude: Collection[str], counts: npt.ArrayLike | None) -> _Prepared:
+    """Drop what must never be published and sort the rest by relevance (ties keep input order)."""
     values = as_scores(scores, len(items))
     keep = keep_mask(items, values, exclude)
     if counts is None:
@@ -120,20 +127,38 @@ def _prepare(
             raise ValueError(f"{n.shape[0]} counts for {len(items)} candidates")
         n = np.where(np.isfinite(n), np.maximum(n, 0.0), 0.0)  # a bad count must not produce NaN bonuses
     idx = np.flatnonzero(keep)
-    kept_items = [items[i] for i in idx]
-    kept_scores = values[idx]
-    return _Prepared(kept_items, kept_scores, n[idx], order_by_score(kept_scores))
+    idx = idx[order_by_score(values[idx])]
+    return _Prepared([items[i] for i in idx], values[idx], n[idx])
 
 
-def _picks(prep: _Prepared, chosen: npt.NDArray[np.intp] | Sequence[int], explored: Sequence[bool]) -> list[Pick]:
-    return [Pick(prep.items[i], float(prep.scores[i]), bool(e)) for i, e in zip(chosen, explored, strict=True)]
+def _select_one(policy: Policy, items: Sequence[str], scores: npt.ArrayLike, k: int, person_id: str, event_id: str,
+                exclude: Collection[str], counts: npt.ArrayLike | None, total: float | None) -> list[Pick]:
+    _check_k(k)
+    prep = _prepare(items, scores, exclude, counts)
+    if not prep.items or k == 0:
+        return []
+    seed = getattr(policy, "seed", 0)
+    keys = np.array([draw_key(seed, person_id, event_id)], np.uint64)
+    n_total = float(prep.counts.sum()) if total is None or not math.isfinite(total) else max(float(total), 0.0)
+    pos, explored = policy.select_batch(prep.scores[None, :], k, keys, prep.counts[None, :], np.array([n_total]))
+    return [Pick(prep.items[p], float(prep.scores[p]), bool(e)) for p, e in zip(pos[0].tolist(), explored[0].tolist()) if p >= 0]
 
 
-def _by_perturbed(prep: _Prepared, perturbed: npt.NDArray[np.float64], k: int) -> list[Pick]:
-    """Top-K by a perturbed score; an item explores when it is not in the plain top-K."""
-    exploit = set(prep.order[:k].tolist())
-    chosen = np.argsort(-perturbed, kind="stable")[:k]
-    return _picks(prep, chosen, [int(i) not in exploit for i in chosen])
+def _head(scores: F64, k: int) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """The first ``k`` valid positions of each row (rows are sorted, so valid ones come first)."""
+    n_valid = np.isfinite(scores).sum(axis=1)
+    pos = np.broadcast_to(np.arange(k), (len(scores), k)).copy()
+    pos[pos >= n_valid[:, None]] = -1
+    return pos, np.zeros(pos.shape, bool)
+
+
+def _by_perturbed(scores: F64, perturbed: F64, k: int) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Top-``k`` by a perturbed score; a position explores when it is not in the plain top-``k``."""
+    perturbed = np.where(np.isfinite(scores), perturbed, -np.inf)
+    order = np.argsort(-perturbed, axis=1, kind="stable")[:, :k]
+    valid = np.isfinite(np.take_along_axis(perturbed, order, axis=1))
+    pos = np.where(valid, order, -1)
+    return pos, valid & (order >= k)
 
 
 def _check_k(k: int) -> None:
@@ -141,11 +166,8 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k must be >= 0, got {k}")
 
 
-@dataclass(frozen=True, slots=True)
-class NoExploration:
-    """Top-K by relevance; the control arm."""
-
-    name: ClassVar[str] = "none"
+class _Selects:
+    """``select`` for every policy, through ``select_batch``."""
 
     def select(
         self,
@@ -159,18 +181,26 @@ class NoExploration:
         counts: npt.ArrayLike | None = None,
         total: float | None = None,
     ) -> list[Pick]:
-        _check_k(k)
-        prep = _prepare(items, scores, exclude, counts)
-        chosen = prep.order[:k]
-        return _picks(prep, chosen, [False] * len(chosen))
+        return _select_one(self, items, scores, k, person_id, event_id, exclude, counts, total)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
-class EpsilonGreedy:
+class NoExploration(_Selects):
+    """Top-K by relevance; the control arm."""
+
+    name: ClassVar[str] = "none"
+
+    def select_batch(self, scores: F64, k: int, keys: U64, counts: F64, totals: F64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        return _head(scores, k)
+
+
+@dataclass(frozen=True, slots=True)
+class EpsilonGreedy(_Selects):
     """Each unprotected slot explores with probability ``explore_share``.
 
-    The draws are made in a fixed pattern (one uniform per slot, one permutation of the tail) whatever
-    their outcome, so the same person, seed and event always yield the same list.
+    Draw ``j < k`` of a request decides slot ``j``; draws ``k..`` order the tail (a random permutation);
+    exploring slots take the tail in that order.  The same person, seed and event always give the
+    same list.
     """
 
     explore_share: float = 0.05
@@ -184,39 +214,27 @@ class EpsilonGreedy:
         if self.protected_slots < 0:
             raise ConfigError(f"epsilon_greedy: protected_slots must be >= 0, got {self.protected_slots}")
 
-    def select(
-        self,
-        items: Sequence[str],
-        scores: npt.ArrayLike,
-        k: int,
-        *,
-        person_id: str = "",
-        event_id: str = "",
-        exclude: Collection[str] = frozenset(),
-        counts: npt.ArrayLike | None = None,
-        total: float | None = None,
-    ) -> list[Pick]:
-        _check_k(k)
-        prep = _prepare(items, scores, exclude, counts)
-        head = prep.order[:k].copy()
-        tail = prep.order[k:]
-        explored = [False] * len(head)
-        if len(head) == 0 or len(tail) == 0 or self.explore_share == 0.0:
-            return _picks(prep, head, explored)
-        rng = rng_for(self.seed, person_id, event_id)
-        coins = rng.random(len(head))
-        draws = tail[rng.permutation(len(tail))]
-        used = 0
-        for slot in range(min(self.protected_slots, len(head)), len(head)):
-            if coins[slot] < self.explore_share and used < len(draws):
-                head[slot] = draws[used]
-                explored[slot] = True
-                used += 1
-        return _picks(prep, head, explored)
+    def select_batch(self, scores: F64, k: int, keys: U64, counts: F64, totals: F64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        pos, explored = _head(scores, k)
+        m = scores.shape[1]
+        tail = m - k
+        if tail <= 0 or self.explore_share == 0.0 or k == 0:
+            return pos, explored
+        n_valid = np.isfinite(scores).sum(axis=1)
+        coins = uniform(keys, np.arange(k, dtype=np.uint64))
+        slot = np.arange(k)[None, :]
+        explore = (coins < self.explore_share) & (slot >= self.protected_slots) & (pos >= 0)
+        order_keys = uniform(keys, np.arange(k, m, dtype=np.uint64))
+        order_keys[np.arange(tail)[None, :] >= (n_valid - k)[:, None]] = np.inf  # invalid tail last
+        perm = np.argsort(order_keys, axis=1, kind="stable")  # the tail in random order
+        rank = np.cumsum(explore, axis=1) - 1
+        explore &= rank < np.maximum(n_valid - k, 0)[:, None]
+        drawn = k + np.take_along_axis(perm, np.clip(rank, 0, tail - 1), axis=1)
+        return np.where(explore, drawn, pos), explore
 
 
 @dataclass(frozen=True, slots=True)
-class Thompson:
+class Thompson(_Selects):
     """Rank by ``score + N(0, (sigma / sqrt(1 + n_i))²)``: rarely-seen items are perturbed most."""
 
     sigma: float = 0.05
@@ -227,27 +245,13 @@ class Thompson:
         if not (self.sigma >= 0.0 and math.isfinite(self.sigma)):
             raise ConfigError(f"thompson: sigma must be a finite number >= 0, got {self.sigma}")
 
-    def select(
-        self,
-        items: Sequence[str],
-        scores: npt.ArrayLike,
-        k: int,
-        *,
-        person_id: str = "",
-        event_id: str = "",
-        exclude: Collection[str] = frozenset(),
-        counts: npt.ArrayLike | None = None,
-        total: float | None = None,
-    ) -> list[Pick]:
-        _check_k(k)
-        prep = _prepare(items, scores, exclude, counts)
-        rng = rng_for(self.seed, person_id, event_id)
-        noise = rng.standard_normal(len(prep.items)) * (self.sigma / np.sqrt(1.0 + prep.counts))
-        return _by_perturbed(prep, prep.scores + noise, k)
+    def select_batch(self, scores: F64, k: int, keys: U64, counts: F64, totals: F64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        noise = normal(keys, np.arange(scores.shape[1], dtype=np.uint64)) * (self.sigma / np.sqrt(1.0 + counts))
+        return _by_perturbed(scores, scores + noise, k)
 
 
 @dataclass(frozen=True, slots=True)
-class UCB:
+class UCB(_Selects):
     """Rank by ``score + c·sqrt(log(N + 1) / (n_i + 1))``; ``N`` is ``total`` or the sum of the counts."""
 
     ucb_c: float = 0.05
@@ -257,29 +261,18 @@ class UCB:
         if not (self.ucb_c >= 0.0 and math.isfinite(self.ucb_c)):
             raise ConfigError(f"ucb: ucb_c must be a finite number >= 0, got {self.ucb_c}")
 
-    def bonus(self, counts: npt.NDArray[np.float64], total: float | None = None) -> npt.NDArray[np.float64]:
+    def bonus(self, counts: F64, total: float | F64 | None = None) -> F64:
         """The optimism bonus of each candidate (exposed so the ranker can log it as a reason).
 
         ``total`` is all interactions so far (N); without it, the candidates' own counts are summed.
         """
-        n_total = float(counts.sum()) if total is None or not math.isfinite(total) else max(float(total), 0.0)
-        return self.ucb_c * np.sqrt(math.log(n_total + 1.0) / (counts + 1.0))
+        if total is None:
+            total = float(np.asarray(counts).sum())
+        n_total = np.maximum(np.asarray(total, np.float64), 0.0)
+        return self.ucb_c * np.sqrt(np.log(n_total + 1.0) / (np.asarray(counts, np.float64) + 1.0))
 
-    def select(
-        self,
-        items: Sequence[str],
-        scores: npt.ArrayLike,
-        k: int,
-        *,
-        person_id: str = "",
-        event_id: str = "",
-        exclude: Collection[str] = frozenset(),
-        counts: npt.ArrayLike | None = None,
-        total: float | None = None,
-    ) -> list[Pick]:
-        _check_k(k)
-        prep = _prepare(items, scores, exclude, counts)
-        return _by_perturbed(prep, prep.scores + self.bonus(prep.counts, total), k)
+    def select_batch(self, scores: F64, k: int, keys: U64, counts: F64, totals: F64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        return _by_perturbed(scores, scores + self.bonus(counts, totals[:, None]), k)
 
 
 POLICIES: dict[str, Callable[..., Policy]] = {

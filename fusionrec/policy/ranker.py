@@ -81,6 +81,11 @@ class PolicyRanker:
             )
 
     @property
+    def any_new_slot(self) -> bool:
+        """Whether some arm shows a new-item slot."""
+        return any(a.new_item_position > 0 for a in (*self._variant_arms.values(), *self._platform_arms.values()))
+
+    @property
     def variant_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self._variants)
 

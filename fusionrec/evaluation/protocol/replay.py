@@ -34,11 +34,11 @@ import numpy as np
 
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, IdentityLink
-from fusionrec.core import Recommender
+from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
-from fusionrec.fusion import PersonState
+from fusionrec.fusion import event_weight
 from fusionrec.policy.ranker import PolicyRanker
 
 __all__ = ["EvalOptions", "evaluate", "replay", "ReplayResult"]
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 MODEL = "model"
 ITEM_CHUNK = 4096
 BEYOND_K = 10  # coverage@10, diversity@10, novelty@10
+LEARN_BATCH = int(os.environ.get("FUSIONREC_EVAL_LEARN_BATCH", "64"))
+"""History is learned in micro-batches of this many events, as a worker takes them from the stream."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def replay(
     ``on_rank`` (for tests) is called with the (person, target event) pairs just before they are ranked.
     """
     result = ReplayResult(dataset="")
-    states: dict[str, PersonState] = {}
+    states = DictStates()
     seen_items: set[str] = set()  # items anyone interacted with, as learned so far
     linked: set[tuple[str, str]] = set()
     group_of: dict[tuple[str, float], list[int]] = defaultdict(list)
@@ -116,8 +118,9 @@ def replay(
     ranked_groups: set[tuple[str, float]] = set()
     rejected: dict[str, int] = defaultdict(int)
     interactions: dict[str, float] = defaultdict(float)  # item -> learned events so far (novelty)
+    consumed_ids: dict[str, set[str]] = defaultdict(set)  # person -> items interacted with (baselines exclude them)
     n_interactions = 0.0
-    catalog = rec.learner.catalog
+    catalog = rec.store
 
     def link(event: BehaviorEvent) -> None:
         key = (event.platform, event.user_id)
@@ -125,23 +128,27 @@ def replay(
             rec.identity.link(IdentityLink(event.platform, event.user_id, person_of_user(event.user_id)))
             linked.add(key)
 
-    def learn(batch: list[BehaviorEvent]) -> None:
+    def learn(events_: list[BehaviorEvent]) -> None:
+        for s in range(0, len(events_), LEARN_BATCH):
+            learn_batch(events_[s : s + LEARN_BATCH])
+
+    def learn_batch(batch: list[BehaviorEvent]) -> None:
         if not batch:
             return
         for e in batch:
             link(e)
-        _, rejections = rec.process(batch, states.get, states.__setitem__, rank=False)
+        _, rejections = rec.process(batch, states, rank=False)
         bad = {r.position for r in rejections}
         for r in rejections:
             rejected[r.reason] += 1
         weights = rec.cfg.model.event_weights
-        from fusionrec.fusion import event_weight
 
         for pos, e in enumerate(batch):
             if pos in bad:
                 continue
             positive = event_weight(e.event_type, e.value, weights) > 0
             person = rec.identity.person_of(e)
+            consumed_ids[person].add(e.item_id)
             for b in baselines:
                 b.learn(person, e.item_id, e.ts, positive)
             seen_items.add(e.item_id)
@@ -163,28 +170,24 @@ def replay(
             person = rec.identity.person_of(members[0])
             if on_rank is not None:
                 on_rank([(person, e) for e in members])
-            state = states.get(person) or PersonState.new(person)
+            state = states.state(person)
             by_platform: dict[str, list[BehaviorEvent]] = defaultdict(list)
             for e in members:
-                if e.item_id in rec.index and rec.index.platform_of(e.item_id) == e.platform:
+                if rec.store.platform_of(e.item_id) == e.platform:
                     by_platform[e.platform].append(e)
                 else:
                     rejected["unknown_item"] += 1
+            consumed = frozenset(consumed_ids[person])
             for platform, targets in by_platform.items():
-                cross = any(name != platform and p.n > 0 for name, p in state.profiles.items())
-                requests.append((person, platform, targets[0].ts, targets, state, cross))
+                cross = state is not None and any(name != platform and p.n > 0 for name, p in state.profiles.items())
+                requests.append((person, platform, targets[0].ts, targets, consumed, cross))
         if not requests:
             return
         kk = k + max(len(r[3]) for r in requests) - 1
-        model_reqs = [rec.request(state, platform, ts) for person, platform, ts, _, state, _ in requests]
-        usable = [n for n, r in enumerate(model_reqs) if r.fused is not None]
-        ranked_model: list[list[str]] = [[] for _ in requests]
-        who = [(requests[n][0], requests[n][3][0].event_id) for n in usable]  # the policy's draws: person, event
-        picks, _ = rec.choose([model_reqs[n] for n in usable], who, kk)
-        for n, picked in zip(usable, picks):
-            ranked_model[n] = [p.item_id for p in picked]
-        lists: dict[str, list[list[str]]] = {MODEL: ranked_model}
-        base_reqs = [BaselineRequest(person, platform, ts, frozenset(state.consumed)) for person, platform, ts, _, state, _ in requests]
+        # the policy's draws are keyed by (person, event): the group's first target stands for the event
+        batch = rec.requests_for(states, [r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests], [r[3][0].event_id for r in requests])
+        lists: dict[str, list[list[str]]] = {MODEL: rec.rank_ids(batch, kk)}
+        base_reqs = [BaselineRequest(person, platform, ts, consumed) for person, platform, ts, _, consumed, _ in requests]
         for b in baselines:
             lists[b.name] = b.rank(base_reqs, kk)
         for n, (person, platform, ts, targets, state, cross) in enumerate(requests):
@@ -247,9 +250,7 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
 
     t0 = time.perf_counter()
     if recommender is None:
-        from stream.app import build_recommender  # the workers' factory: same encoder, cache, index
-
-        recommender = build_recommender(cfg)
+        raise ValueError("evaluate needs the recommender to run (the CLI builds it: stream.compose.build_recommender)")
     if options.policy is not None:
         cfg = cfg.replace(policy=dataclasses.replace(cfg.policy, name=options.policy, platform_policies="", variants=""))
     rec = recommender
@@ -272,7 +273,7 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     info["restrict_to_target_platform"] = options.restrict_to_target_platform
     info["policy"] = {"name": cfg.policy.name, **cfg.policy.params(), "mmr_lambda": cfg.policy.mmr_lambda,
                       "novelty_weight": cfg.policy.novelty_weight, "candidates": cfg.policy.candidates}
-    info["catalog_sizes"] = {p: rec.learner.catalog.size(p) for p in rec.learner.catalog.ids}
+    info["catalog_sizes"] = {p: rec.store.live(p) for p in rec.store.platforms}
     info["learned_weights"] = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
     result.info = info
     return to_json(result)
@@ -301,7 +302,7 @@ def _baselines(rec: Recommender, events: list[DatasetEvent], options: EvalOption
     """The baselines of the run, SASRec trained on the history part (its time and epochs into ``info``)."""
     if not options.baselines:
         return []
-    cat = rec.learner.catalog
+    cat = rec.store
     baselines: list[Baseline] = [Popularity(cat), CoOccurrence(cat), TextMean(cat)]
     if options.sasrec:
         from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig

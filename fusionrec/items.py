@@ -1,0 +1,239 @@
+"""The item store: every item's id, platform, text vector and 64-bit hash, kept once.
+
+One matrix per platform, whose rows never move (a deleted row is dead; an item that comes back gets
+its row back), so every other structure can address items by ``(platform, row)``: the learner's
+statistics, the candidate index (fed by the store on every change), the person states of a batch.
+Person state persists items as 64-bit hashes (portable across workers); the store maps them back.
+
+    >>> import numpy as np
+    >>> store = ItemStore(2)
+    >>> store.upsert(["a", "b"], ["shop", "shop"], np.array([[1, 0], [0, 1]], np.float32))
+    >>> store.platform_of("b"), store.row_of("b"), len(store)
+    ('shop', 1, 2)
+    >>> store.delete(["a"]), "a" in store, store.live("shop")
+    (1, False, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.errors import IndexError_
+from fusionrec.hashing import stable_hash
+from fusionrec.protocols import CandidateIndexT, MatrixView
+
+__all__ = ["ItemStore", "PlatformItems", "IndexFactory"]
+
+Vectors = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.int64]
+
+IndexFactory = Callable[[int, MatrixView], CandidateIndexT]
+"""``(dim, view of the platform's matrix) -> candidate index`` (the composition root supplies it)."""
+
+
+class PlatformItems:
+    """The items of one platform: ids by row, vectors, hashes, liveness, and its candidate index."""
+
+    def __init__(self, name: str, dim: int, index_factory: IndexFactory | None) -> None:
+        self.name = name
+        self.dim = dim
+        self.ids: list[str] = []
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.hashes = np.zeros(0, np.uint64)
+        self.alive = np.zeros(0, bool)
+        self.row_of: dict[str, int] = {}
+        self.live = 0
+        self.index = index_factory(dim, self.view) if index_factory is not None else None
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def view(self) -> tuple[Vectors, npt.NDArray[np.bool_]]:
+        n = self.n
+        return self.vectors[:n], self.alive[:n]
+
+    def _reserve(self, rows: int) -> None:
+        cap = len(self.alive)
+        if rows <= cap:
+            return
+        cap = max(rows, 2 * cap, 64)
+        for name, fill in (("vectors", 0.0), ("hashes", 0), ("alive", False)):
+            old = getattr(self, name)
+            new = np.full((cap, *old.shape[1:]), fill, old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def put(self, item_ids: Sequence[str], vectors: Vectors) -> Rows:
+        rows = np.empty(len(item_ids), np.int64)
+        for j, item in enumerate(item_ids):
+            row = self.row_of.get(item)
+            if row is None:
+                row = len(self.ids)
+                self.ids.append(item)
+                self.row_of[item] = row
+            rows[j] = row
+        self._reserve(len(self.ids))
+        self.vectors[rows] = vectors
+        self.hashes[rows] = np.fromiter((stable_hash(i) for i in item_ids), np.uint64, len(item_ids))
+        self.live += int((~self.alive[rows]).sum())
+        self.alive[rows] = True
+        if self.index is not None:
+            self.index.add(rows, vectors)
+        return rows
+
+    def drop(self, item_ids: Sequence[str]) -> None:
+        rows = np.array([self.row_of[i] for i in item_ids], np.int64)
+        self.live -= int(self.alive[rows].sum())
+        self.alive[rows] = False
+        if self.index is not None:
+            self.index.remove(rows)
+
+
+class ItemStore:
+    """Items of every platform (see the module docstring); ``version`` changes with every change."""
+
+    def __init__(self, dim: int, index_factory: IndexFactory | None = None) -> None:
+        self.dim = dim
+        self.index_factory = index_factory
+        self.platforms: dict[str, PlatformItems] = {}
+        self._where: dict[str, str] = {}  # live item id -> platform
+        self._by_hash: dict[int, tuple[str, int]] = {}  # hash of a live item -> (platform, row)
+        self.version = 0
+
+    # ------------------------------------------------------------------------------ changes
+
+    def upsert(self, item_ids: Sequence[str], platforms: Sequence[str], vectors: Vectors) -> None:
+        """Add items or replace their vectors; an item that moves to another platform leaves the old one."""
+        vecs = np.asarray(vectors, np.float32)
+        if vecs.ndim != 2 or vecs.shape != (len(item_ids), self.dim) or len(platforms) != len(item_ids):
+            raise IndexError_(f"upsert needs one platform and one {self.dim}-d vector per item id, got {len(item_ids)} ids, {len(platforms)} platforms, vectors {vecs.shape}")
+        last = {item: j for j, item in enumerate(item_ids)}  # an id repeated in one call: its last row wins
+        moved = [i for i in last if self._where.get(i, platforms[last[i]]) != platforms[last[i]]]
+        if moved:
+            self.delete(moved)
+        groups: dict[str, list[str]] = {}
+        for item, j in last.items():
+            groups.setdefault(platforms[j], []).append(item)
+        for platform, items in groups.items():
+            rows = self.platform(platform).put(items, vecs[[last[i] for i in items]])
+            hashes = self.platforms[platform].hashes[rows].tolist()
+            for item, row, h in zip(items, rows.tolist(), hashes):
+                self._where[item] = platform
+                self._by_hash[h] = (platform, row)
+        self.version += 1
+
+    def delete(self, item_ids: Sequence[str]) -> int:
+        present = list(dict.fromkeys(i for i in item_ids if i in self._where))
+        groups: dict[str, list[str]] = {}
+        for item in present:
+            groups.setdefault(self._where.pop(item), []).append(item)
+            self._by_hash.pop(stable_hash(item), None)
+        for platform, items in groups.items():
+            self.platforms[platform].drop(items)
+        self.version += 1
+        return len(present)
+
+    def platform(self, name: str) -> PlatformItems:
+        """The platform's items, created empty on first use."""
+        items = self.platforms.get(name)
+        if items is None:
+            items = self.platforms[name] = PlatformItems(name, self.dim, self.index_factory)
+        return items
+
+    # ------------------------------------------------------------------------------ lookups
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def platform_of(self, item_id: str) -> str | None:
+        return self._where.get(item_id)
+
+    def row_of(self, item_id: str) -> int | None:
+        platform = self._where.get(item_id)
+        return None if platform is None else self.platforms[platform].row_of[item_id]
+
+    def where_hash(self, item_hash: int) -> tuple[str, int] | None:
+        """``(platform, row)`` of the live item with this hash, None if there is none."""
+        return self._by_hash.get(item_hash)
+
+    def rows_of_hashes(self, platform: str, hashes: Sequence[int]) -> list[int]:
+        """Rows of the live items of ``platform`` among ``hashes``, in order (others are skipped)."""
+        get = self._by_hash.get
+        out = []
+        for h in hashes:
+            where = get(h)
+            if where is not None and where[0] == platform:
+                out.append(where[1])
+        return out
+
+    def vector(self, item_id: str) -> Vectors | None:
+        platform = self._where.get(item_id)
+        if platform is None:
+            return None
+        items = self.platforms[platform]
+        return items.vectors[items.row_of[item_id]]
+
+    def vectors_of(self, item_ids: Sequence[str]) -> Vectors:
+        """The vectors of live items, one row per id (unknown ids are an error)."""
+        out = np.empty((len(item_ids), self.dim), np.float32)
+        for j, item in enumerate(item_ids):
+            vec = self.vector(item)
+            if vec is None:
+                raise IndexError_(f"unknown item id {item!r}")
+            out[j] = vec
+        return out
+
+    def live(self, platform: str) -> int:
+        items = self.platforms.get(platform)
+        return items.live if items is not None else 0
+
+    # ----------------------------------------------- the Catalog surface the evaluator's baselines read
+
+    def size(self, platform: str) -> int:
+        """Rows of ``platform``, dead ones included (arrays over the platform are this long)."""
+        items = self.platforms.get(platform)
+        return items.n if items is not None else 0
+
+    @property
+    def ids(self) -> dict[str, list[str]]:
+        return {p: items.ids for p, items in self.platforms.items()}
+
+    @property
+    def mats(self) -> dict[str, Vectors]:
+        return {p: items.vectors for p, items in self.platforms.items()}
+
+    @property
+    def alive(self) -> dict[str, npt.NDArray[np.bool_]]:
+        return {p: items.alive for p, items in self.platforms.items()}
+
+    @property
+    def row(self) -> Mapping[str, tuple[str, int]]:
+        """Item id -> (platform, row) of every live item (a live view)."""
+        return _RowView(self)
+
+
+class _RowView(Mapping[str, tuple[str, int]]):
+    def __init__(self, store: ItemStore) -> None:
+        self._store = store
+
+    def __getitem__(self, item_id: str) -> tuple[str, int]:
+        platform = self._store.platform_of(item_id)
+        if platform is None:
+            raise KeyError(item_id)
+        return platform, self._store.platforms[platform].row_of[item_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)

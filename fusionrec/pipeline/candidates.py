@@ -1,0 +1,174 @@
+"""Candidates and their scores for a batch of requests of one platform.
+
+The learned score (``fusionrec.learner.model``) of every item of the platform is never computed:
+the candidate sources together cover the items that can reach the top of the list, and only they
+are scored, so the cost per request does not grow with the catalog.
+
+* **text**: the candidate index searched with each request's folded text query (one batched search);
+  the search's own scores are the text part of the score;
+* **co-occurrence**: the items with the largest co-occurrence score with the request's recent items
+  (one sparse product per batch, ``learner.features.cooc_scores``); their text part is a gathered dot
+  product;
+* **popular**: the items with the largest popularity contribution (one list per publication);
+* **new**: the items nobody has interacted with yet, searched with the text query plus the new-item
+  query among them only: for a new item that is its whole score but for a constant, so the best
+  ``n`` new items by search are exactly the best by score.
+
+An item found by several sources keeps the score of the most complete one: co-occurrence candidates
+carry every term; text and popular candidates carry no co-occurrence (an item whose co-occurrence is
+not among the request's best ``cooc`` gets none, the approximation this makes).  The share of the
+exhaustive top-K that the candidates recover is measured by ``fusionrec bench --only core``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.items import PlatformItems
+from fusionrec.learner.features import cooc_scores, top_per_row
+from fusionrec.learner.model import NEW, POP_LONG, POP_SHORT, PlatformModel
+from fusionrec.pipeline.requests import RequestBatch
+
+__all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "stack"]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class CandidateSizes:
+    text: int = 100
+    cooc: int = 50
+    popular: int = 20
+    new: int = 10
+
+
+@dataclass
+class Candidates:
+    """``(B, C)`` candidate rows (-1 = none) with their scores (-inf = none) and new-item flags."""
+
+    rows: I64
+    scores: F32
+    new: npt.NDArray[np.bool_]
+
+
+def stack(vectors: Sequence[F32 | None], dim: int) -> F32:
+    out = np.zeros((len(vectors), dim), np.float32)
+    for b, v in enumerate(vectors):
+        if v is not None:
+            out[b] = v
+    return out
+
+
+def _pop_part(model: PlatformModel, rows: I64) -> F32:
+    """The popularity terms of the score at ``rows`` (0 for rows the model does not know yet)."""
+    w = model.weights
+    known = (rows >= 0) & (rows < model.n)
+    safe = np.where(known, rows, 0)
+    part = np.float32(w[POP_SHORT]) * model.pop[0, safe] + np.float32(w[POP_LONG]) * model.pop[1, safe]
+    return np.where(known, part, 0.0).astype(np.float32)
+
+
+def _new_now(model: PlatformModel, items: PlatformItems) -> npt.NDArray[np.bool_]:
+    """New items as of now: the published new ones, and every live row added since the publication."""
+    n_now = items.n
+    new = np.zeros(n_now, bool)
+    new[: model.n] = model.new[: min(model.n, n_now)]
+    new[model.n :] = items.alive[model.n : n_now]
+    return new
+
+
+class NewBlock:
+    """The vectors of the new items of one platform, kept between batches while nothing changed.
+
+    New items are usually few (those nobody has reached yet), and an exact product over them costs
+    less than an IVF search that must skip every other item; when they are many (a young catalog),
+    the candidate index searches among them instead.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, int] | None = None
+        self.rows = np.zeros(0, np.int64)
+        self.vectors = np.zeros((0, 0), np.float32)
+
+    def get(self, model: PlatformModel, items: PlatformItems, new_now: npt.NDArray[np.bool_]) -> tuple[I64, F32]:
+        key = (id(model), items.n, int(new_now.sum()))
+        if key != self._key:
+            self.rows = np.flatnonzero(new_now)
+            self.vectors = np.ascontiguousarray(items.vectors[self.rows].T)
+            self._key = key
+        return self.rows, self.vectors
+
+
+def _search_new(items: PlatformItems, block: NewBlock, model: PlatformModel, q: F32, k: int, new_now: npt.NDArray[np.bool_], exact_max: int) -> tuple[F32, I64]:
+    if int(new_now.sum()) > exact_max:
+        assert items.index is not None
+        return items.index.search(q, k, allowed=new_now)
+    rows, vectors = block.get(model, items, new_now)
+    kk = min(k, len(rows))
+    scores = q @ vectors
+    if kk < len(rows):
+        cols = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    else:
+        cols = np.broadcast_to(np.arange(len(rows)), scores.shape)
+    top = np.take_along_axis(scores, cols, axis=1)
+    out_s = np.full((len(q), k), -np.inf, np.float32)
+    out_r = np.full((len(q), k), -1, np.int64)
+    out_s[:, :kk], out_r[:, :kk] = top, rows[cols]
+    return out_s, out_r
+
+
+def find_candidates(model: PlatformModel, items: PlatformItems, reqs: RequestBatch, sizes: CandidateSizes, *, new_slot: bool, new_block: NewBlock, exact_max: int) -> Candidates:
+    """Candidates of every request (all of one platform), scored by the published ``model``."""
+    assert items.index is not None, "the item store was built without a candidate index"
+    fused, own, last = reqs.fused, reqs.own, reqs.last
+    q_text = model.text_query(fused, own, last)
+    new_now = _new_now(model, items)
+    blocks: list[tuple[I64, F32, npt.NDArray[np.bool_]]] = []
+
+    text_scores, text_rows = items.index.search(q_text, sizes.text)
+    if model.uses_new:  # new items are scored by the new-item search below, with their new-item terms
+        is_new = new_now[np.maximum(text_rows, 0)] & (text_rows >= 0)
+        text_scores = np.where(is_new, -np.inf, text_scores)
+    text_scores = text_scores + _pop_part(model, text_rows)
+
+    cooc_rows = np.full((len(reqs), 0), -1, np.int64)
+    if model.uses_cooc and sizes.cooc > 0 and any(reqs.seq):
+        values, cooc_rows = top_per_row(cooc_scores(model, reqs.seq), sizes.cooc)
+        gathered = items.vectors[np.maximum(cooc_rows, 0)]  # (B, Nc, d)
+        text_part = np.matmul(gathered, q_text[:, :, None])[:, :, 0]
+        cooc_total = np.where(cooc_rows >= 0, values + text_part + _pop_part(model, cooc_rows), -np.inf).astype(np.float32)
+        # a text candidate that is also a co-occurrence candidate keeps the co-occurrence score (it has every term)
+        text_scores = np.where((text_rows[:, :, None] == cooc_rows[:, None, :]).any(axis=2), -np.inf, text_scores)
+        blocks.append((cooc_rows, cooc_total, np.zeros(cooc_rows.shape, bool)))
+    blocks.append((text_rows, text_scores, np.zeros(text_rows.shape, bool)))
+
+    popular = model.popular
+    if len(popular) and sizes.popular > 0:
+        popular = popular[: sizes.popular]
+        pop_rows = np.broadcast_to(popular, (len(reqs), len(popular)))
+        pop_scores = q_text @ items.vectors[popular].T + _pop_part(model, popular)[None, :]
+        seen = (pop_rows[:, :, None] == text_rows[:, None, :]).any(axis=2)
+        if cooc_rows.shape[1]:
+            seen |= (pop_rows[:, :, None] == cooc_rows[:, None, :]).any(axis=2)
+        blocks.append((pop_rows, np.where(seen, -np.inf, pop_scores).astype(np.float32), np.zeros(pop_rows.shape, bool)))
+
+    if (model.uses_new or new_slot) and sizes.new > 0 and new_now.any():
+        q_new = q_text + model.new_query(fused, last)
+        new_scores, new_rows = _search_new(items, new_block, model, q_new, sizes.new, new_now, exact_max)
+        new_scores = new_scores + np.float32(model.weights[NEW])
+        if not model.uses_new:  # the text search found them already: here they only feed the new-item slot
+            new_scores = np.where((new_rows[:, :, None] == text_rows[:, None, :]).any(axis=2), -np.inf, new_scores)
+        blocks.append((new_rows, new_scores.astype(np.float32), new_rows >= 0))
+
+    rows = np.concatenate([b[0] for b in blocks], axis=1)
+    scores = np.concatenate([b[1] for b in blocks], axis=1)
+    new = np.concatenate([b[2] for b in blocks], axis=1)
+    if not model.uses_new:
+        new = new_now[np.maximum(rows, 0)] & (rows >= 0)
+    scores[rows < 0] = -np.inf
+    return Candidates(rows, scores, new)

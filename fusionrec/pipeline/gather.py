@@ -1,0 +1,99 @@
+"""Gather the people of a micro-batch into columns, and scatter them back as packed bytes.
+
+Profiles become arrays over ``(person, platform)`` — direction ``(n, P, d)``, length, mass, time,
+count — so that updating and fusing them is array math over the whole batch; the short hash lists
+(recent events, consumed items, sequence, recent items per platform) stay Python lists, which are
+cheaper than numpy for a membership test or an append.  ``P`` are the configured platforms; a stored
+profile of a platform no longer configured is carried through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.errors import DecodeError
+from fusionrec.state import pack, unpack
+
+__all__ = ["BatchState"]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+class BatchState:
+    """The people of one batch (see the module docstring); row ``i`` is ``persons[i]``."""
+
+    def __init__(self, platforms: Sequence[str], dim: int, persons: Sequence[str], raws: Sequence[bytes | None]) -> None:
+        n, p = len(persons), len(platforms)
+        self.platforms = tuple(platforms)
+        self.dim = dim
+        self.persons = list(persons)
+        self.index = {person: i for i, person in enumerate(self.persons)}
+        self.last_ts: list[float] = [float("-inf")] * n
+        self.events: list[list[int]] = [[] for _ in range(n)]
+        self.consumed: list[list[int]] = [[] for _ in range(n)]
+        self.seq: list[list[int]] = [[] for _ in range(n)]
+        self.recent: list[list[list[int]]] = [[[] for _ in range(p)] for _ in range(n)]
+        self.other: list[list[tuple[str, float, float, float, int, list[int], bytes]]] = [[] for _ in range(n)]
+        self.unit = np.zeros((n, p, dim), np.float32)
+        self.norm = np.zeros((n, p))
+        self.mass = np.zeros((n, p))
+        self.ts = np.full((n, p), -np.inf)
+        self.count = np.zeros((n, p), np.int64)
+        self._load(raws)
+
+    def _load(self, raws: Sequence[bytes | None]) -> None:
+        where = {name: j for j, name in enumerate(self.platforms)}
+        cells_i: list[int] = []
+        cells_j: list[int] = []
+        scalars: list[tuple[float, float, float, int]] = []
+        units: list[bytes] = []
+        for i, raw in enumerate(raws):
+            if raw is None:
+                continue
+            try:
+                self.last_ts[i], self.events[i], self.consumed[i], self.seq[i], profiles = unpack(raw)
+            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+                raise DecodeError("bad_state", f"person {self.persons[i]!r}: the stored state does not decode: {exc}") from None
+            for profile in profiles:
+                name, norm, mass, ts, n, recent, unit = profile
+                j = where.get(name)
+                if j is None or len(unit) != 2 * self.dim:
+                    self.other[i].append(profile)
+                    continue
+                cells_i.append(i)
+                cells_j.append(j)
+                scalars.append((norm, mass, ts, n))
+                units.append(unit)
+                self.recent[i][j] = recent
+        if cells_i:
+            ii, jj = np.array(cells_i), np.array(cells_j)
+            self.unit[ii, jj] = np.frombuffer(b"".join(units), "<f2").reshape(-1, self.dim)
+            cols = np.array(scalars)
+            self.norm[ii, jj], self.mass[ii, jj], self.ts[ii, jj] = cols[:, 0], cols[:, 1], cols[:, 2]
+            self.count[ii, jj] = cols[:, 3].astype(np.int64)
+
+    @property
+    def has(self) -> npt.NDArray[np.bool_]:
+        """``(n, P)``: the profile exists (some event was folded in)."""
+        return self.count > 0
+
+    def pack(self, rows: Sequence[int]) -> list[bytes]:
+        """The packed state of each of ``rows`` (float16 directions are exact: updates round to them)."""
+        if not rows:
+            return []
+        idx = np.asarray(rows)
+        units = self.unit[idx].astype("<f2")
+        has = self.count[idx] > 0
+        out = []
+        for k, i in enumerate(rows):
+            profiles = [
+                (name, float(self.norm[i, j]), float(self.mass[i, j]), float(self.ts[i, j]), int(self.count[i, j]), self.recent[i][j], units[k, j].tobytes())
+                for j, name in enumerate(self.platforms)
+                if has[k, j]
+            ]
+            out.append(pack(self.dim, self.last_ts[i], self.events[i], self.consumed[i], self.seq[i], profiles + self.other[i]))
+        return out

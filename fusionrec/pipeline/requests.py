@@ -1,0 +1,199 @@
+"""Fuse people into ranking requests, a whole batch at once.
+
+A request freezes what ranking and explaining need as of one moment (later events of the batch change
+the person): the fused query — the platform profiles' unit directions mixed by fusion weights that
+the learned context gate modulates (``fusion.py``, ``policy/context.py``) — the target platform's own
+profile and last item, the platform's recent items (co-occurrence features), the consumed items
+(never recommended), and per platform the weight, direction and newest items (explanations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.fusion import FusionParams
+from fusionrec.items import ItemStore
+from fusionrec.pipeline.gather import BatchState
+from fusionrec.policy.context import ContextGate, EventContext, context_features, feature_dim
+
+__all__ = ["RequestBatch", "Fuser", "EXPLAIN_RECENT", "context_matrix"]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+EXPLAIN_RECENT = 5
+"""Newest items per platform an explanation looks among."""
+
+GATE_FEATURES = feature_dim(())
+
+
+def context_matrix(contexts: Sequence[EventContext | None]) -> F64:
+    """``(W, F)`` gate features: a bias, and hour, weekday and device where an event has them."""
+    x = np.zeros((len(contexts), GATE_FEATURES))
+    x[:, 0] = 1.0
+    for w, ctx in enumerate(contexts):
+        if ctx is not None:
+            x[w] = context_features(ctx, "", ())
+    return x
+
+
+@dataclass
+class RequestBatch:
+    """``B`` requests as columns (``P`` = the configured platforms)."""
+
+    platform: I64  # (B,) index into the platforms
+    person: list[str]
+    event_id: list[str]
+    touched: list[str]  # the event's item (a person with no history is served items like it)
+    fused: F32  # (B, d) unit query; the touched item's vector when nothing is known of the person
+    known: npt.NDArray[np.bool_]  # (B,) fused is a real profile or a fallback (else nothing to rank)
+    own: F32  # (B, d) the target platform's profile direction, zeros if none
+    last: F32  # (B, d) the target platform's newest item, zeros if none
+    weights: F64  # (B, P) gated fusion weights
+    units: F32  # (B, P, d) profile directions
+    present: npt.NDArray[np.bool_]  # (B, P) profiles that took part in the mix
+    seq: list[list[int]]  # rows of the target platform's recent positive items, oldest first
+    recent: list[list[list[int]]]  # per platform: rows of its newest items, newest first
+    consumed: list[I64]  # rows of the target platform the person consumed, sorted
+
+    def __len__(self) -> int:
+        return len(self.person)
+
+    def take(self, idx: Sequence[int]) -> RequestBatch:
+        ix = np.asarray(idx, np.int64)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return RequestBatch(
+            self.platform[ix], pick(self.person), pick(self.event_id), pick(self.touched), self.fused[ix], self.known[ix],
+            self.own[ix], self.last[ix], self.weights[ix], self.units[ix], self.present[ix], pick(self.seq), pick(self.recent),
+            pick(self.consumed),
+        )  # fmt: skip
+
+    @classmethod
+    def concat(cls, parts: Sequence[RequestBatch], platforms: int, dim: int) -> RequestBatch:
+        if not parts:
+            return cls.empty(platforms, dim)
+        if len(parts) == 1:
+            return parts[0]
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        join = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
+        return cls(
+            cat("platform"), join("person"), join("event_id"), join("touched"), cat("fused"), cat("known"), cat("own"),
+            cat("last"), cat("weights"), cat("units"), cat("present"), join("seq"), join("recent"), join("consumed"),
+        )  # fmt: skip
+
+    @classmethod
+    def empty(cls, platforms: int, dim: int) -> RequestBatch:
+        z = np.zeros((0, dim), np.float32)
+        return cls(np.zeros(0, np.int64), [], [], [], z, np.zeros(0, bool), z, z, np.zeros((0, platforms)),
+                   np.zeros((0, platforms, dim), np.float32), np.zeros((0, platforms), bool), [], [], [])  # fmt: skip
+
+
+class Fuser:
+    """Mixes gathered people into queries (see the module docstring)."""
+
+    def __init__(self, store: ItemStore, gate: ContextGate, params: FusionParams, platforms: Sequence[str], *, restrict_to_target_platform: bool = False) -> None:
+        self.store = store
+        self.gate = gate
+        self.params = params
+        self.platforms = tuple(platforms)
+        self.platform_weight = np.array([params.platform_weights.get(p, 1.0) for p in self.platforms])
+        self.restrict = restrict_to_target_platform
+
+    def alphas(self, bs: BatchState, who: I64, target: I64, now: F64) -> tuple[F64, npt.NDArray[np.bool_]]:
+        """``(W, P)`` fusion weights as of ``now`` (before the gate), and which profiles take part."""
+        mass, ts = bs.mass[who], bs.ts[who]
+        present = (bs.count[who] > 0) & (bs.norm[who] > 0)
+        if self.restrict:
+            present &= np.arange(len(self.platforms))[None, :] == target[:, None]
+        dt = now[:, None] - ts
+        with np.errstate(over="ignore", invalid="ignore"):
+            decayed = mass * np.where(dt > 0, 0.5 ** (np.where(dt > 0, dt, 0.0) / self.params.half_life_s), 1.0)
+        a = self.platform_weight[None, :] * decayed / (decayed + 1.0)
+        a[np.arange(len(who)), target] *= self.params.same_platform_boost
+        return np.where(present, a, 0.0), present
+
+    def gated(self, alphas: F64, present: npt.NDArray[np.bool_], target: I64, x: F64, *, live: bool = False) -> F64:
+        out = alphas.copy()
+        for t in np.unique(target).tolist():
+            rows = target == t
+            out[rows] = self.gate.gate_batch(self.platforms[t], self.platforms, x[rows], alphas[rows], present[rows], live=live)
+        return np.where(present, out, 0.0)
+
+    @staticmethod
+    def mix(units: F32, weights: F64, present: npt.NDArray[np.bool_]) -> tuple[F32, npt.NDArray[np.bool_]]:
+        """``Σ w_p û_p`` normalised, per row; ``ok`` False where there is nothing to mix."""
+        # weights of a long-idle history are tiny (~1e-26 after 7 years at a 30-day half-life) and their
+        # squares underflowed float32; dividing by the largest |weight| first (the result is normalised
+        # anyway) and summing in float64 avoids it
+        w = np.where(present, weights, 0.0)
+        scale = np.abs(w).max(axis=1, keepdims=True)
+        w = np.where(scale > 0, w / np.where(scale > 0, scale, 1.0), 0.0)
+        fused = np.einsum("wp,wpd->wd", w, units.astype(np.float64))
+        norm = np.linalg.norm(fused, axis=1)
+        ok = norm > 0
+        fused[ok] /= norm[ok, None]
+        return fused.astype(np.float32), ok
+
+    def seq_rows(self, bs: BatchState, i: int, platform: str) -> list[int]:
+        """Rows of the platform's items among the person's recent positive items, oldest first.
+
+        The sequence features read the target platform's items only: other platforms' items co-occur
+        with the target's far more loosely and drowned the signal (measured: amazon-arts-office NDCG@10
+        0.045 with them, 0.057 without); the other platforms reach the ranking through the fused profile.
+        """
+        return self.store.rows_of_hashes(platform, bs.seq[i])
+
+    def last_vectors(self, seqs: Sequence[list[int]], target: I64) -> F32:
+        out = np.zeros((len(seqs), self.store.dim), np.float32)
+        for t in np.unique(target).tolist():
+            idx = [w for w in np.flatnonzero(target == t).tolist() if seqs[w]]
+            if idx:
+                out[idx] = self.store.platforms[self.platforms[t]].vectors[[seqs[w][-1] for w in idx]]
+        return out
+
+    def consumed_rows(self, bs: BatchState, i: int, platform: str) -> I64:
+        rows = np.array(self.store.rows_of_hashes(platform, bs.consumed[i]), np.int64)
+        rows.sort()
+        return rows
+
+    def snapshot(
+        self,
+        bs: BatchState,
+        who: I64,
+        target: I64,
+        now: F64,
+        x: F64,
+        event_ids: list[str],
+        touched: list[str],
+        fallback: F32 | None,
+    ) -> RequestBatch:
+        """The requests of rows ``who`` of ``bs`` for platforms ``target`` as of ``now`` (one per row;
+        a row's person must not appear twice: call once per wave).  ``fallback`` ``(W, d)`` stands in for
+        a person with no profile yet; without it such a request has ``known`` False."""
+        alphas, present = self.alphas(bs, who, target, now)
+        weights = self.gated(alphas, present, target, x)
+        units = bs.unit[who]
+        fused, ok = self.mix(units, weights, present)
+        if fallback is not None:
+            fused[~ok] = fallback[~ok]
+            known = np.ones(len(who), bool)
+        else:
+            known = ok
+        own = np.where(present[np.arange(len(who)), target][:, None], units[np.arange(len(who)), target], 0.0).astype(np.float32)
+        names = [self.platforms[t] for t in target.tolist()]
+        who_l = who.tolist()
+        seqs = [self.seq_rows(bs, i, name) for i, name in zip(who_l, names)]
+        present_l = present.tolist()
+        recent = [
+            [self.store.rows_of_hashes(p, bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]) if present_l[w][j] else [] for j, p in enumerate(self.platforms)]
+            for w, i in enumerate(who_l)
+        ]
+        return RequestBatch(
+            target.copy(), [bs.persons[i] for i in who_l], list(event_ids), list(touched), fused, known, own,
+            self.last_vectors(seqs, target), weights, units, present, seqs, recent, [np.zeros(0, np.int64)] * len(who),
+        )  # fmt: skip

@@ -1,0 +1,267 @@
+"""Apply a micro-batch of events to the people it touches: reject, learn, fold in, snapshot.
+
+Events of one person must be applied in order, events of different people need not: the batch is
+cut into waves (wave ``k`` holds the ``k``-th event of every person), and each wave is applied with
+array math over its events.  Per event only the checks and the short hash lists are Python.
+
+For every accepted event, in this order:
+
+1. test-then-train: a positive event is recorded in the interaction statistics with the person's
+   earlier items, and every ``train_every``-th one becomes a training example frozen as the person was
+   just before it; the context gate takes a step towards the platforms whose profile was closest to
+   the chosen item;
+2. the event is folded into the person's profile on its platform (decay, weight, float16 rounding);
+3. with ranking on, the person as of just after the event is snapshot into a request.
+
+A duplicate (an event id the person already holds) changes nothing; with ranking on it is still
+answered, from the person as they are (after a crash its recommendation may never have been sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.config import LimitsConfig
+from fusionrec.contracts import BehaviorEvent
+from fusionrec.fusion import RECENT_PER_PLATFORM, SEQUENCE_LENGTH, FusionParams, event_weight
+from fusionrec.hashing import stable_hash
+from fusionrec.items import ItemStore
+from fusionrec.learner import Example, OnlineLearner
+from fusionrec.pipeline.gather import BatchState
+from fusionrec.pipeline.requests import Fuser, RequestBatch, context_matrix
+from fusionrec.policy.context import EventContext
+from fusionrec.state import remember
+
+__all__ = ["Rejection", "Updater"]
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    position: int  # index of the event in the batch given to ``process``
+    event: BehaviorEvent
+    reason: str
+    detail: str
+
+
+@dataclass
+class Answer:
+    """Which requests of the snapshots answer which events (position in the batch, replayed or not)."""
+
+    positions: list[int]
+    replayed: list[bool]
+
+
+class Updater:
+    def __init__(
+        self,
+        store: ItemStore,
+        learner: OnlineLearner,
+        fuser: Fuser,
+        params: FusionParams,
+        limits: LimitsConfig,
+        event_weights: Mapping[str, float],
+    ) -> None:
+        self.store = store
+        self.learner = learner
+        self.fuser = fuser
+        self.params = params
+        self.limits = limits
+        self.event_weights = event_weights
+        self.where = {p: j for j, p in enumerate(fuser.platforms)}
+
+    def apply(
+        self,
+        events: Sequence[BehaviorEvent],
+        persons: Sequence[str],
+        contexts: Sequence[EventContext | None],
+        bs: BatchState,
+        *,
+        rank: bool,
+    ) -> tuple[list[Rejection], list[int], RequestBatch | None, Answer]:
+        """Returns the rejections, the rows of ``bs`` that changed, the requests and whom they answer."""
+        rejections: list[Rejection] = []
+        dirty: set[int] = set()
+        parts: list[RequestBatch] = []
+        answer = Answer([], [])
+        waves: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for position, person in enumerate(persons):
+            k = seen.get(person, 0)
+            seen[person] = k + 1
+            if k == len(waves):
+                waves.append([])
+            waves[k].append(position)
+        for wave in waves:
+            accepted, answered = self._check(events, persons, wave, bs, rejections, rank)
+            if accepted:
+                self._learn(events, persons, contexts, accepted, bs)
+                dirty.update(bs.index[persons[p]] for p, *_ in accepted)
+            if rank:
+                self._snapshot(events, persons, contexts, accepted, answered, bs, parts, answer)
+        requests = RequestBatch.concat(parts, len(self.fuser.platforms), self.store.dim) if rank else None
+        return rejections, sorted(dirty), requests, answer
+
+    # ------------------------------------------------------------------------------ checks
+
+    def _check(
+        self, events: Sequence[BehaviorEvent], persons: Sequence[str], wave: list[int], bs: BatchState, rejections: list[Rejection], rank: bool
+    ) -> tuple[list[tuple[int, int, int, int]], list[int]]:
+        """``(position, platform index, row, event hash)`` of the accepted events; positions of the
+        duplicates to answer again."""
+        accepted = []
+        answered = []
+        lateness = self.limits.allowed_lateness_s
+        for position in wave:
+            e = events[position]
+            i = bs.index[persons[position]]
+            h = stable_hash(e.event_id)
+            reason = None
+            if h in bs.events[i]:
+                reason = ("duplicate", f"event_id {e.event_id!r} was already applied")
+                if rank and e.item_id in self.store:
+                    answered.append(position)
+            elif e.ts < bs.last_ts[i] - lateness:
+                reason = ("out_of_order", f"ts={e.ts} is older than the person's newest event ({bs.last_ts[i]}) beyond the allowed lateness")
+            else:
+                owner = self.store.platform_of(e.item_id)
+                if owner is None:
+                    reason = ("unknown_item", f"item {e.item_id!r} is not in the catalog")
+                elif owner != e.platform or owner not in self.where:
+                    # else it would be learned into the wrong profile
+                    reason = ("unknown_item", f"item {e.item_id!r} is in the catalog of {owner!r}, not {e.platform!r}")
+                else:
+                    accepted.append((position, self.where[owner], self.store.platforms[owner].row_of[e.item_id], h))
+            if reason is not None:
+                rejections.append(Rejection(position, e, *reason))
+        return accepted, answered
+
+    # ------------------------------------------------------------------------------ learning
+
+    def _learn(
+        self, events: Sequence[BehaviorEvent], persons: Sequence[str], contexts: Sequence[EventContext | None], accepted: list[tuple[int, int, int, int]], bs: BatchState
+    ) -> None:
+        platforms = self.fuser.platforms
+        n = len(accepted)
+        who = np.fromiter((bs.index[persons[p]] for p, *_ in accepted), np.int64, n)
+        target = np.fromiter((t for _, t, _, _ in accepted), np.int64, n)
+        rows = [r for _, _, r, _ in accepted]
+        ts = np.fromiter((events[p].ts for p, *_ in accepted), np.float64, n)
+        weight = np.fromiter((event_weight(events[p].event_type, events[p].value, self.event_weights) for p, *_ in accepted), np.float64, n)
+        vectors = np.empty((n, self.store.dim), np.float32)
+        for t in np.unique(target).tolist():
+            sel = np.flatnonzero(target == t)
+            vectors[sel] = self.store.platforms[platforms[t]].vectors[[rows[s] for s in sel.tolist()]]
+        positive = weight > 0
+        for k in np.flatnonzero(~positive).tolist():
+            self.learner.observe(platforms[int(target[k])], rows[k], float(ts[k]), False, [], None)
+        if positive.any():
+            self._test_then_train(events, contexts, accepted, bs, who, target, rows, ts, vectors, positive)
+        self._fold(bs, who, target, ts, weight, vectors)
+        for k, (position, t, row, h) in enumerate(accepted):
+            i = who[k]
+            item = int(self.store.platforms[platforms[t]].hashes[row])
+            remember(bs.recent[i][t], item, RECENT_PER_PLATFORM)
+            remember(bs.consumed[i], item, self.params.max_consumed)
+            if positive[k]:
+                remember(bs.seq[i], item, SEQUENCE_LENGTH)
+            remember(bs.events[i], h, self.params.max_recent_events)
+            if ts[k] > bs.last_ts[i]:
+                bs.last_ts[i] = float(ts[k])
+
+    def _test_then_train(
+        self,
+        events: Sequence[BehaviorEvent],
+        contexts: Sequence[EventContext | None],
+        accepted: list[tuple[int, int, int, int]],
+        bs: BatchState,
+        who: npt.NDArray[np.int64],
+        target: npt.NDArray[np.int64],
+        rows: list[int],
+        ts: npt.NDArray[np.float64],
+        vectors: F32,
+        positive: npt.NDArray[np.bool_],
+    ) -> None:
+        """Statistics, training examples and the context gate, from the people just before the events."""
+        platforms = self.fuser.platforms
+        pos = np.flatnonzero(positive)
+        x = context_matrix([contexts[accepted[k][0]] for k in pos.tolist()])
+        alphas, present = self.fuser.alphas(bs, who[pos], target[pos], ts[pos])
+        seqs = [self.fuser.seq_rows(bs, int(who[k]), platforms[int(target[k])]) for k in pos.tolist()]
+        wants = []
+        any_present = present.any(axis=1).tolist()
+        for j, k in enumerate(pos.tolist()):
+            platform = platforms[int(target[k])]
+            example = None
+            if self.learner.wants_example() and (any_present[j] or seqs[j]):
+                example = Example(platform, rows[k], None, None, None, seqs[j])
+                wants.append((j, example))
+            self.learner.observe(platform, rows[k], float(ts[k]), True, seqs[j], example)
+        if wants:
+            sel = np.array([j for j, _ in wants])
+            weights = self.fuser.gated(alphas[sel], present[sel], target[pos][sel], x[sel])
+            units = bs.unit[who[pos][sel]]
+            fused, ok = self.fuser.mix(units, weights, present[sel])
+            last = self.fuser.last_vectors([seqs[j] for j in sel.tolist()], target[pos][sel])
+            has_own = present[sel, target[pos][sel]]
+            own = units[np.arange(len(sel)), target[pos][sel]]
+            for m, (j, example) in enumerate(wants):
+                example.fused = fused[m] if ok[m] else None
+                example.own = own[m] if has_own[m] else None
+                example.last = last[m] if seqs[j] else None
+        multi = present.sum(axis=1) >= 2
+        if multi.any():
+            m = np.flatnonzero(multi)
+            cosines = np.einsum("wpd,wd->wp", bs.unit[who[pos][m]], vectors[pos][m])
+            for t in np.unique(target[pos][m]).tolist():
+                sel = m[target[pos][m] == t]
+                mm = np.searchsorted(m, sel)
+                self.learner.context.learn_batch(platforms[t], platforms, x[sel], alphas[sel], cosines[mm].astype(np.float64), present[sel])
+
+    def _fold(self, bs: BatchState, who: npt.NDArray[np.int64], target: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], vectors: F32) -> None:
+        """``vec = vec·decay + w·v`` for every event of the wave, stored as float16 direction × float32 length."""
+        prev_ts = bs.ts[who, target]
+        dt = ts - prev_ts
+        with np.errstate(over="ignore", invalid="ignore"):
+            k = np.where(dt > 0, 0.5 ** (np.where(dt > 0, dt, 0.0) / self.params.half_life_s), 1.0)
+        old = bs.unit[who, target] * bs.norm[who, target].astype(np.float32)[:, None]
+        vec = old * k.astype(np.float32)[:, None] + weight.astype(np.float32)[:, None] * vectors
+        norm = np.sqrt(np.einsum("wd,wd->w", vec, vec)).astype(np.float32)
+        safe = np.where(norm > 0, norm, np.float32(1.0))
+        unit = np.where(norm[:, None] > 0, vec / safe[:, None], 0.0).astype(np.float16).astype(np.float32)
+        bs.unit[who, target] = unit
+        bs.norm[who, target] = norm
+        bs.mass[who, target] = bs.mass[who, target] * k + np.abs(weight)
+        bs.ts[who, target] = np.maximum(prev_ts, ts)
+        bs.count[who, target] += 1
+
+    # ------------------------------------------------------------------------------ snapshots
+
+    def _snapshot(
+        self,
+        events: Sequence[BehaviorEvent],
+        persons: Sequence[str],
+        contexts: Sequence[EventContext | None],
+        accepted: list[tuple[int, int, int, int]],
+        answered: list[int],
+        bs: BatchState,
+        parts: list[RequestBatch],
+        answer: Answer,
+    ) -> None:
+        positions = [p for p, *_ in accepted] + answered
+        if not positions:
+            return
+        n = len(positions)
+        who = np.fromiter((bs.index[persons[p]] for p in positions), np.int64, n)
+        target = np.fromiter((self.where.get(events[p].platform, 0) for p in positions), np.int64, n)
+        ts = np.fromiter((events[p].ts for p in positions), np.float64, n)
+        fallback = self.store.vectors_of([events[p].item_id for p in positions])
+        x = context_matrix([contexts[p] for p in positions])
+        parts.append(self.fuser.snapshot(bs, who, target, ts, x, [events[p].event_id for p in positions], [events[p].item_id for p in positions], fallback))
+        answer.positions += positions
+        answer.replayed += [False] * len(accepted) + [True] * len(answered)

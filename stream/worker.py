@@ -1,0 +1,393 @@
+"""The hot path of a worker: events in, recommendations out, in batches, straight on aiokafka.
+
+Topology::
+
+    events.<platform> ─┐                              ┌─> recs   (top-K per event, keyed by person)
+    events.<platform> ─┴─ ingest ─> by-person ─ recommend ─┼─> <app_id>-person-state-changelog
+       (decode, validate, resolve person)      (core)      └─> dlq
+
+One consumer in the group ``worker.app_id`` reads the event topics and the by-person topic with
+``getmany``; one idempotent producer writes every output with ``create_batch``/``send_batch``, one
+batch per topic partition.  (faust's per-message stream machinery costs ~220 µs a message on this
+machine, more than the whole per-event budget: ``../shared/probes/README.md``.)  faust still hosts
+the app, its web pages and timers (``stream.app``).
+
+``ingest`` routes each valid event to the by-person partition of its person, so that a person's
+events and state meet on one worker: the state of a by-person partition lives on the worker that
+owns it (``stream.state_store``), restored from its changelog when the partition is assigned.
+
+Delivery: offsets of an iteration are committed only after everything it produced (bundles,
+recommendations, changelog records, dead letters) is acknowledged by the broker (``acks=all``), in
+iteration order; a failed send stops the worker, which replays from the committed offsets.  A
+replayed event is a duplicate for the person's state (its id is remembered) and is answered again.
+On a rebalance the worker finishes its iteration and commits before it lets the partitions go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from fusionrec.config import Config
+from fusionrec.contracts import BehaviorEvent, DeadLetter, decode_event, encode
+from fusionrec.core import Outcome, Recommender
+from fusionrec.errors import DecodeError, ValidationError
+from stream.catalog import CatalogFollower
+from stream.kafka_settings import client_kwargs
+from stream.metrics import Metrics, OnlineRecall
+from stream.partitions import PartitionCache
+from stream.state_store import PersonStates
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HotPath"]
+
+MAX_RECORDS = 4096
+"""Records taken from the consumer per iteration (events and bundles together)."""
+MAX_BUNDLE_BYTES = 512 * 1024
+"""Kafka's default message.max.bytes is 1 MiB; bundles stay well under it."""
+
+
+class _Outbox:
+    """Messages of one iteration, grouped by topic and partition, sent as one batch per partition."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.futures: list[asyncio.Future[Any]] = []
+        self._open: dict[tuple[str, int], Any] = {}
+        self.on_sent: list[tuple[str, int, int, asyncio.Future[Any]]] = []  # (topic, partition, count, future)
+        self._counts: dict[tuple[str, int], int] = defaultdict(int)
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
+            await self._send(topic, partition)
+            batch = self._open[(topic, partition)] = self.producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
+                raise ValueError(f"a message of {len(value or b'')} bytes does not fit in a batch for {topic}")
+        self._counts[(topic, partition)] += 1
+
+    async def _send(self, topic: str, partition: int) -> None:
+        batch = self._open.pop((topic, partition))
+        count = self._counts.pop((topic, partition), 0)
+        batch.close()
+        future = await self.producer.send_batch(batch, topic, partition=partition)
+        self.futures.append(future)
+        self.on_sent.append((topic, partition, count, future))
+
+    async def flush(self) -> None:
+        for topic, partition in list(self._open):
+            await self._send(topic, partition)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, hot: HotPath) -> None:
+        self.hot = hot
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.hot.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.hot.on_assigned(assigned)
+
+
+class HotPath:
+    """Consume, process and produce in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        rec: Recommender,
+        catalog: CatalogFollower,
+        metrics: Metrics,
+        recall: OnlineRecall,
+        on_processed: Callable[[int, dict[TopicPartition, int]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rec = rec
+        self.catalog = catalog
+        self.metrics = metrics
+        self.recall = recall
+        self.on_processed = on_processed
+        k = cfg.kafka
+        self.events_topics = {k.events_topic(p) for p in cfg.platforms}
+        self.partition_of = PartitionCache(k.partitions)
+        self.states = PersonStates(cfg, self.partition_of)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.lock = asyncio.Lock()  # held while an iteration runs; a rebalance waits for it
+        self.restoring = False
+        self.assigned: set[TopicPartition] = set()
+        self._commits: asyncio.Queue[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]] | None] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        self.event_types = set(cfg.model.event_weights)
+        self.processed = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        k, w = self.cfg.kafka, self.cfg.worker
+        self.producer = AIOKafkaProducer(
+            **client_kwargs(k), acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=1 << 20, max_request_size=4 << 20
+        )
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            **client_kwargs(k),
+            group_id=w.app_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=int(w.batch_window_s * 1000),
+            session_timeout_ms=int(w.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, w.session_timeout_s / 4) * 1000),
+            max_poll_interval_ms=300_000,
+        )
+        await self.consumer.start()
+        self.consumer.subscribe(sorted(self.events_topics) + [k.by_person_topic], listener=_Rebalance(self))
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            async with self.lock:
+                await self._drain_commits()
+            await self.consumer.stop()
+        if self._committer is not None:
+            self._commits.put_nowait(None)
+            await asyncio.gather(self._committer, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.catalog.ready.is_set() and bool(self.assigned) and not self.restoring
+
+    # ------------------------------------------------------------------------------ rebalancing
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:  # the iteration in progress finishes first
+            await self._drain_commits()
+        self.states.release(tp.partition for tp in revoked if tp.topic == self.cfg.kafka.by_person_topic)
+        self.assigned -= revoked
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        mine = [tp.partition for tp in assigned if tp.topic == self.cfg.kafka.by_person_topic]
+        self.restoring = True
+        try:
+            began = time.monotonic()
+            read = await self.states.restore(mine)
+            if read:
+                log.info("restored person state of partitions %s (%d changelog records) in %.1fs", sorted(read), sum(read.values()), time.monotonic() - began)
+        finally:
+            self.restoring = False
+        self.assigned = set(assigned)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        await self.catalog.ready.wait()  # identity links and items must be known first
+        assert self.consumer is not None
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
+            if not batches:
+                continue
+            async with self.lock:
+                await self.iteration(batches)
+
+    async def iteration(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self.producer is not None
+        outbox = _Outbox(self.producer)
+        events: list[ConsumerRecord] = []
+        bundles: list[ConsumerRecord] = []
+        for tp, records in batches.items():
+            (bundles if tp.topic == self.cfg.kafka.by_person_topic else events).extend(records)
+        if events:
+            await self.ingest(events, outbox)
+        n = 0
+        if bundles:
+            n = await self.recommend(bundles, outbox)
+        await outbox.flush()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        self._track_changelog(outbox)
+        self._commits.put_nowait((outbox.futures, offsets))
+        self.processed += n
+        if self.on_processed is not None and n:
+            await self.on_processed(n, offsets)
+
+    def _track_changelog(self, outbox: _Outbox) -> None:
+        topic = self.states.topic
+
+        def done(partition: int, count: int) -> Callable[[asyncio.Future[Any]], None]:
+            def note(f: asyncio.Future[Any]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self.states.written(partition, f.result().offset + count)
+
+            return note
+
+        for t, partition, count, future in outbox.on_sent:
+            if t == topic:
+                future.add_done_callback(done(partition, count))
+
+    async def _commit_loop(self) -> None:
+        assert self.consumer is not None
+        while True:
+            item = await self._commits.get()
+            try:
+                if item is None:
+                    return
+                futures, offsets = item
+                if futures:
+                    await asyncio.gather(*futures)  # raises if a send failed: the worker stops
+                await self.consumer.commit(offsets)
+            finally:
+                self._commits.task_done()
+
+    async def _drain_commits(self) -> None:
+        if self._committer is not None and not self._committer.done():
+            await self._commits.join()
+        if self._committer is not None and self._committer.done() and self._committer.exception():
+            raise self._committer.exception()  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------ ingest
+
+    async def ingest(self, records: list[ConsumerRecord], outbox: _Outbox) -> None:
+        """Decode and validate; route valid events to their person's by-person partition; dead-letter the rest."""
+        self.metrics.batch_size.labels("ingest").observe(len(records))
+        cfg = self.cfg
+        now = time.time()
+        platforms, limits = cfg.platforms, cfg.limits
+        bundles: dict[int, list[Any]] = defaultdict(list)
+        valid: dict[str, int] = defaultdict(int)
+        person_of = self.rec.identity.resolve
+        for r in records:
+            raw = r.value or b""
+            try:
+                event = decode_event(raw, platforms=platforms, event_types=self.event_types, limits=limits, now=now)
+            except ValidationError as exc:
+                await self.dead_letter(outbox, DeadLetter(exc.reason, exc.detail, r.topic, r.partition, r.offset, raw))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one message must never stop the worker
+                log.exception("processing_error on %s[%d]@%d", r.topic, r.partition, r.offset)
+                await self.dead_letter(outbox, DeadLetter("processing_error", f"{type(exc).__name__}: {exc}"[:500], r.topic, r.partition, r.offset, raw))
+                continue
+            valid[event.platform] += 1
+            person = person_of(event.platform, event.user_id, event.person_id)
+            bundles[self.partition_of(person)].append([person, raw.decode(), r.topic, r.partition, r.offset, r.timestamp])
+        for platform, count in valid.items():
+            self.metrics.events_total.labels(platform).inc(count)
+        topic = cfg.kafka.by_person_topic
+        for partition, envelopes in bundles.items():
+            for bundle in _split(envelopes):
+                await outbox.add(topic, partition, None, orjson.dumps(bundle))
+
+    # ------------------------------------------------------------------------------ recommend
+
+    async def recommend(self, records: list[ConsumerRecord], outbox: _Outbox) -> int:
+        envelopes = [env for r in records for env in orjson.loads(r.value)]
+        self.metrics.batch_size.labels("recommend").observe(len(envelopes))
+        events = [_event(env) for env in envelopes]
+        if any(e.item_id not in self.rec.store for e in events):
+            await self.catalog.sync(self.cfg.worker.catalog_wait_s)  # the item may be on its way
+        try:
+            outcomes, rejections = self.rec.process(events, self.states)
+        except Exception:  # noqa: BLE001 - find the one message that breaks processing, dead-letter it, go on
+            log.exception("a batch of %d events failed; processing them one by one", len(events))
+            outcomes, rejections = [], []
+            for n, (event, env) in enumerate(zip(events, envelopes)):
+                try:
+                    got, rejected = self.rec.process([event], self.states)
+                except Exception as exc:  # noqa: BLE001
+                    await self.dead_letter(outbox, DeadLetter("processing_error", f"{type(exc).__name__}: {exc}"[:500], env[2], env[3], env[4], env[1].encode()))
+                    continue
+                outcomes += [_moved(o, n) for o in got]
+                rejections += [type(j)(n, j.event, j.reason, j.detail) for j in rejected]
+        await self.publish(outcomes, envelopes, outbox)
+        for rej in rejections:  # a duplicate is dead-lettered too, and was answered again above
+            env = envelopes[rej.position]
+            await self.dead_letter(outbox, DeadLetter(rej.reason, rej.detail, env[2], env[3], env[4], env[1].encode()))
+        for person, raw in self.states.take_dirty().items():
+            await outbox.add(self.states.topic, self.partition_of(person), person.encode(), raw)
+        self.metrics.index_items.set(len(self.rec.store))
+        return len(events)
+
+    async def publish(self, outcomes: list[Outcome], envelopes: list[Any], outbox: _Outbox) -> None:
+        topic = self.cfg.kafka.recs_topic
+        version = self.rec.model_version
+        now_ms = int(time.time() * 1000)
+        published: dict[str, int] = defaultdict(int)
+        variants: dict[str, int] = defaultdict(int)
+        explored: dict[str, int] = defaultdict(int)
+        latencies = []
+        for o in outcomes:
+            produced = envelopes[o.position][5]
+            e = o.event
+            message: dict[str, Any] = {
+                "v": 1, "person_id": o.person_id, "platform": e.platform, "event_id": e.event_id, "event_ts": e.ts,
+                "model_version": version, "items": o.items, "produced_at_ms": now_ms, "event_produced_at_ms": produced,
+            }  # fmt: skip
+            if o.variant is not None:
+                message["variant"] = o.variant
+            await outbox.add(topic, self.partition_of(o.person_id), o.person_id.encode(), orjson.dumps(message))
+            published[e.platform] += 1
+            variant = o.variant or "none"
+            variants[variant] += 1
+            n_explored = sum(1 for i in o.items if i["explored"])
+            if n_explored:
+                explored[variant] += n_explored
+            if produced is not None:
+                latencies.append(now_ms - produced)
+        self.recall.observe_many((o.person_id, o.event.platform, o.event.item_id, [i["item_id"] for i in o.items]) for o in outcomes if not o.replayed)
+        for platform, n in published.items():
+            self.metrics.recommendations_total.labels(platform).inc(n)
+        for variant, n in variants.items():
+            self.metrics.variant_recommendations_total.labels(variant).inc(n)
+        for variant, n in explored.items():
+            self.metrics.explored_items_total.labels(variant).inc(n)
+        for latency in latencies:
+            self.metrics.latency_ms.observe(latency)
+
+    async def dead_letter(self, outbox: _Outbox, letter: DeadLetter) -> None:
+        self.metrics.dead_letters_total.labels(letter.reason, letter.topic).inc()
+        assert self.producer is not None
+        outbox.futures.append(await self.producer.send(self.cfg.kafka.dlq_topic, encode(letter), key=letter.reason.encode()))
+
+
+def _event(env: list[Any]) -> BehaviorEvent:
+    """The event of an envelope (validated by ingest: its fields are trusted here)."""
+    obj = orjson.loads(env[1])
+    try:
+        return BehaviorEvent(
+            event_id=obj["event_id"], ts=float(obj["ts"]), platform=obj["platform"], user_id=obj["user_id"],
+            item_id=obj["item_id"], event_type=obj["event_type"], value=obj.get("value"),
+            person_id=env[0], context=obj.get("context"),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:  # ingest accepted it, so this is a bug: still never a crash
+        raise DecodeError("processing_error", f"envelope does not decode: {exc}") from None
+
+
+def _moved(o: Outcome, position: int) -> Outcome:
+    o.position = position
+    return o
+
+
+def _split(envelopes: list[Any]) -> list[list[Any]]:
+    """Cut a partition's envelopes into bundles that each fit in one Kafka message."""
+    bundles: list[list[Any]] = [[]]
+    size = 0
+    for env in envelopes:
+        n = len(env[1]) + len(env[0]) + 64
+        if bundles[-1] and size + n > MAX_BUNDLE_BYTES:
+            bundles.append([])
+            size = 0
+        bundles[-1].append(env)
+        size += n
+    return bundles
