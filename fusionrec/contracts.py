@@ -41,6 +41,9 @@ __all__ = [
     "decode_recommendation",
     "encode",
     "event_fields",
+    "identity_key",
+    "identity_key_parts",
+    "item_key_id",
 ]
 
 SCHEMA_VERSION = 1
@@ -221,6 +224,46 @@ def _drop_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_drop_none(v) for v in obj]
     return obj
+
+
+# --- keys -----------------------------------------------------------------------------------------
+# The catalog topics are compacted: a key must name exactly one thing, or compaction drops the links of
+# a user id that exists on several platforms.  Items are keyed by item id (unique across platforms).
+
+
+def identity_key(platform: str, user_id: str) -> bytes:
+    """The key of an identity link (and of its tombstone): ``<platform>:<user_id>``."""
+    return f"{platform}:{user_id}".encode()
+
+
+def identity_key_parts(key: bytes | None, *, platforms: Collection[str], limits: LimitsConfig) -> tuple[str, str]:
+    """``(platform, user_id)`` of an identity key; platform names cannot contain ``:``, so the first one splits."""
+    if not key:
+        raise ValidationError("missing_field", "a tombstone (null value) needs <platform>:<user_id> as its key")
+    try:
+        platform, sep, user_id = key.decode().partition(":")
+    except UnicodeDecodeError:
+        raise ValidationError("bad_value", "an identity key must be UTF-8 <platform>:<user_id>") from None
+    if not sep or not user_id.strip():
+        raise ValidationError("bad_value", f"an identity key must be <platform>:<user_id>, got {key[:100]!r}")
+    if platform not in platforms:
+        raise ValidationError("unknown_platform", f"platform {platform[:100]!r} not in {sorted(platforms)}")
+    if len(user_id) > limits.max_field_chars:
+        raise ValidationError("too_long", f"user id has {len(user_id)} chars > limit {limits.max_field_chars}")
+    return platform, user_id
+
+
+def item_key_id(key: bytes | None, *, limits: LimitsConfig) -> str:
+    """The item id an items-topic key names (a tombstone carries nothing else)."""
+    try:
+        item_id = (key or b"").decode()
+    except UnicodeDecodeError:
+        raise ValidationError("bad_value", "an item key must be the UTF-8 item id") from None
+    if not item_id.strip():
+        raise ValidationError("missing_field", "a tombstone (null value) needs the item id as its key")
+    if len(item_id) > limits.max_field_chars:
+        raise ValidationError("too_long", f"item id has {len(item_id)} chars > limit {limits.max_field_chars}")
+    return item_id
 
 
 # --- decoding -------------------------------------------------------------------------------------

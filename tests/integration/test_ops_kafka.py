@@ -31,7 +31,7 @@ import pytest
 import two_platforms as world
 from kafka_helpers import REPO, WorkerProcess, produce, run
 
-from fusionrec.contracts import encode
+from fusionrec.contracts import encode, identity_key
 from stream.kafka_local.broker import free_port
 from stream.topics import ensure_topics
 
@@ -108,7 +108,7 @@ def ops_worker(bootstrap: str, artifacts_dir: Path) -> Iterator[WorkerProcess]:
     cfg = w.config()
     run(ensure_topics(cfg))
     catalog = [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in world.items()]
-    catalog += [(cfg.kafka.identity_topic, link.user_id.encode(), encode(link)) for link in world.links()]
+    catalog += [(cfg.kafka.identity_topic, identity_key(link.platform, link.user_id), encode(link)) for link in world.links()]
     run(produce(bootstrap, catalog))
     w.start(artifacts_dir)
     try:

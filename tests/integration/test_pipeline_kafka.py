@@ -14,7 +14,7 @@ import pytest
 import two_platforms as world
 from kafka_helpers import WorkerProcess, consume, produce, run
 
-from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode
+from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode, identity_key
 from fusionrec.core import Recommender
 from fusionrec.fusion import PersonState
 from stream.app import build_recommender
@@ -33,7 +33,7 @@ def worker(bootstrap: str, artifacts_dir: Path) -> Iterator[WorkerProcess]:
     cfg = w.config()
     run(ensure_topics(cfg))
     catalog = [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in world.items()]
-    catalog += [(cfg.kafka.identity_topic, link.user_id.encode(), encode(link)) for link in world.links()]
+    catalog += [(cfg.kafka.identity_topic, identity_key(link.platform, link.user_id), encode(link)) for link in world.links()]
     run(produce(bootstrap, catalog))
     w.start(artifacts_dir)
     try:

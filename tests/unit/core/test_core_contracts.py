@@ -34,6 +34,9 @@ from fusionrec.contracts import (
     decode_item,
     decode_recommendation,
     encode,
+    identity_key,
+    identity_key_parts,
+    item_key_id,
 )
 from fusionrec.errors import DecodeError, RecError, ValidationError
 
@@ -437,6 +440,44 @@ IDENTITY_REJECTS: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize("raw, reason", [c[1:] for c in IDENTITY_REJECTS], ids=[c[0] for c in IDENTITY_REJECTS])
 def test_identity_rejects(raw: bytes, reason: str) -> None:
     assert reason_of(dec_identity, raw) == reason
+
+
+# ------------------------------------------------------------------------------- compaction keys
+
+
+@fuzz
+@given(platform=st.sampled_from(sorted(PLATFORMS)), user_id=st.text(min_size=1, max_size=256).filter(str.strip))
+def test_identity_key_names_one_platform_user(platform: str, user_id: str) -> None:
+    """Compaction keeps one record per key: the key must tell the platforms of one user id apart."""
+    key = identity_key(platform, user_id)
+    assert identity_key_parts(key, platforms=PLATFORMS, limits=LIMITS) == (platform, user_id)
+    assert identity_key("shop", user_id) != identity_key("video", user_id)
+
+
+IDENTITY_KEY_REJECTS: list[tuple[str, bytes | None, str]] = [
+    ("no key", None, "missing_field"),
+    ("empty key", b"", "missing_field"),
+    ("user id alone", b"u1", "bad_value"),
+    ("no user id", b"shop:", "bad_value"),
+    ("not utf-8", b"shop:\xff", "bad_value"),
+    ("unknown platform", b"tv:u1", "unknown_platform"),
+    ("user id too long", b"shop:" + b"u" * 257, "too_long"),
+]
+
+
+@pytest.mark.parametrize("key, reason", [c[1:] for c in IDENTITY_KEY_REJECTS], ids=[c[0] for c in IDENTITY_KEY_REJECTS])
+def test_identity_key_rejects(key: bytes | None, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        identity_key_parts(key, platforms=PLATFORMS, limits=LIMITS)
+    assert info.value.reason == reason and reason in REJECT_REASONS
+
+
+def test_item_key_names_the_item() -> None:
+    assert item_key_id("s-knife".encode(), limits=LIMITS) == "s-knife"
+    for key, reason in [(None, "missing_field"), (b" ", "missing_field"), (b"\xff", "bad_value"), (b"i" * 257, "too_long")]:
+        with pytest.raises(ValidationError) as info:
+            item_key_id(key, limits=LIMITS)
+        assert info.value.reason == reason, key
 
 
 # ------------------------------------------------------------------------------------ deep nesting
