@@ -33,15 +33,27 @@ __all__ = [
     "LimitsConfig",
     "PolicyConfig",
     "load_config",
+    "redacted",
     "reference",
+    "REDACTED",
 ]
 
+REDACTED = "<redacted>"
+"""What a secret setting reads as in every output (``fusionrec config``, logs, reports)."""
 
-def setting(default: Any, env: str, doc: str, **kw: Any) -> Any:
-    """A documented field bound to an environment variable."""
+
+def setting(default: Any, env: str, doc: str, *, secret: bool = False, **kw: Any) -> Any:
+    """A documented field bound to an environment variable.
+
+    A ``secret`` one is left out of ``repr`` and reads as :data:`REDACTED` in :func:`redacted`.
+    """
+    metadata: dict[str, Any] = {"env": env, "doc": doc}
+    if secret:
+        metadata["secret"] = True
+        kw.setdefault("repr", False)
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"env": env, "doc": doc})
-    return field(default=default, metadata={"env": env, "doc": doc}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -65,7 +77,7 @@ class KafkaConfig:
     )
     sasl_mechanism: str = setting("", "FUSIONREC_KAFKA_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
     sasl_username: str = setting("", "FUSIONREC_KAFKA_SASL_USERNAME", "SASL user name.")
-    sasl_password: str = setting("", "FUSIONREC_KAFKA_SASL_PASSWORD", "SASL password.", repr=False)
+    sasl_password: str = setting("", "FUSIONREC_KAFKA_SASL_PASSWORD", "SASL password.", secret=True)
     ssl_cafile: str = setting("", "FUSIONREC_KAFKA_SSL_CAFILE", "CA bundle used to verify the brokers.")
     topic_prefix: str = setting("fusionrec.", "FUSIONREC_TOPIC_PREFIX", "Prefix of every topic fusionrec uses.")
     partitions: int = setting(4, "FUSIONREC_PARTITIONS", "Partitions of the topics fusionrec creates.")
@@ -449,6 +461,21 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"[{name}] must be a table")
         sections[name] = cls(**_section_values(cls, section_data, env, f"{name}."))
     return Config(**top, **sections)
+
+
+def redacted(cfg: Config) -> dict[str, Any]:
+    """The config as plain data, safe to print, log or write to a file: every secret setting that is
+    set reads :data:`REDACTED` (an unset one stays empty, which tells an operator it is missing).
+
+    Dump a config only through this: ``repr=False`` hides a secret from ``repr`` and nowhere else.
+    """
+    out = dataclasses.asdict(cfg)
+    for section, cls in [("", Config), *SECTIONS.items()]:
+        values = out[section] if section else out
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("secret") and values[f.name]:
+                values[f.name] = REDACTED
+    return out
 
 
 def reference() -> str:

@@ -13,6 +13,7 @@ of :data:`REJECT_REASONS`; the worker sends such messages to the dead-letter top
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -40,6 +41,9 @@ __all__ = [
     "decode_recommendation",
     "encode",
     "event_fields",
+    "identity_key",
+    "identity_key_parts",
+    "item_key_id",
 ]
 
 SCHEMA_VERSION = 1
@@ -60,8 +64,21 @@ REJECT_REASONS = (
     "out_of_order",
     "duplicate",
     "unknown_item",
+    "processing_error",
 )
-"""Every reason a message can be dead-lettered for (the ``reason`` field and metric label)."""
+"""Every reason a message can be dead-lettered for (the ``reason`` field and metric label).
+
+``processing_error`` is the worker's: an unexpected exception while processing that one message."""
+
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+"""Payloads up to this size travel whole in a dead letter (the default ``limits.max_message_bytes``:
+every message of an accepted size keeps its exact bytes)."""
+DEAD_LETTER_PREFIX_BYTES = 4 * 1024
+"""A larger payload is cut to this prefix (with its size and SHA-256), so a dead letter always fits."""
+DEAD_LETTER_DETAIL_CHARS = 1000
+"""Longest detail: some details quote a field of the message, which may be as long as the message."""
+DEAD_LETTER_MAX_BYTES = 128 * 1024
+"""An encoded dead letter never exceeds this (far below Kafka's default 1 MiB ``max.request.size``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,14 @@ class Recommendation:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected message: why, where it came from, and its exact bytes."""
+    """A rejected message: why, where it came from, and its bytes (whole when small).
+
+    The encoded letter must fit in one Kafka message whatever it carries: a letter made of a payload
+    near the broker's limit, base64-encoded (4/3 larger), would be refused and the rejected message lost
+    from sight.  So ``payload_size`` and ``payload_sha256`` are always there, the exact bytes
+    (``payload_b64``) only up to :data:`DEAD_LETTER_PAYLOAD_BYTES`, else a prefix of
+    :data:`DEAD_LETTER_PREFIX_BYTES` (``payload_prefix_b64``) with ``payload_truncated: true``.
+    """
 
     reason: str
     detail: str
@@ -147,9 +171,22 @@ class DeadLetter:
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in ("v", "reason", "detail", "topic", "partition", "offset")}
-        out["payload_b64"] = base64.b64encode(self.payload).decode()
+        out = {k: getattr(self, k) for k in ("v", "reason", "topic", "partition", "offset")}
+        out["detail"] = _bounded_detail(self.detail)
+        out["payload_size"] = len(self.payload)
+        out["payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
+        if len(self.payload) <= DEAD_LETTER_PAYLOAD_BYTES:
+            out["payload_b64"] = base64.b64encode(self.payload).decode()
+        else:
+            out["payload_prefix_b64"] = base64.b64encode(self.payload[:DEAD_LETTER_PREFIX_BYTES]).decode()
+            out["payload_truncated"] = True
         return out
+
+
+def _bounded_detail(detail: str) -> str:
+    if len(detail) <= DEAD_LETTER_DETAIL_CHARS:
+        return detail
+    return f"{detail[:DEAD_LETTER_DETAIL_CHARS]}... ({len(detail)} chars)"
 
 
 def event_fields(event: BehaviorEvent) -> dict[str, Any]:
@@ -187,6 +224,46 @@ def _drop_none(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_drop_none(v) for v in obj]
     return obj
+
+
+# --- keys -----------------------------------------------------------------------------------------
+# The catalog topics are compacted: a key must name exactly one thing, or compaction drops the links of
+# a user id that exists on several platforms.  Items are keyed by item id (unique across platforms).
+
+
+def identity_key(platform: str, user_id: str) -> bytes:
+    """The key of an identity link (and of its tombstone): ``<platform>:<user_id>``."""
+    return f"{platform}:{user_id}".encode()
+
+
+def identity_key_parts(key: bytes | None, *, platforms: Collection[str], limits: LimitsConfig) -> tuple[str, str]:
+    """``(platform, user_id)`` of an identity key; platform names cannot contain ``:``, so the first one splits."""
+    if not key:
+        raise ValidationError("missing_field", "a tombstone (null value) needs <platform>:<user_id> as its key")
+    try:
+        platform, sep, user_id = key.decode().partition(":")
+    except UnicodeDecodeError:
+        raise ValidationError("bad_value", "an identity key must be UTF-8 <platform>:<user_id>") from None
+    if not sep or not user_id.strip():
+        raise ValidationError("bad_value", f"an identity key must be <platform>:<user_id>, got {key[:100]!r}")
+    if platform not in platforms:
+        raise ValidationError("unknown_platform", f"platform {platform[:100]!r} not in {sorted(platforms)}")
+    if len(user_id) > limits.max_field_chars:
+        raise ValidationError("too_long", f"user id has {len(user_id)} chars > limit {limits.max_field_chars}")
+    return platform, user_id
+
+
+def item_key_id(key: bytes | None, *, limits: LimitsConfig) -> str:
+    """The item id an items-topic key names (a tombstone carries nothing else)."""
+    try:
+        item_id = (key or b"").decode()
+    except UnicodeDecodeError:
+        raise ValidationError("bad_value", "an item key must be the UTF-8 item id") from None
+    if not item_id.strip():
+        raise ValidationError("missing_field", "a tombstone (null value) needs the item id as its key")
+    if len(item_id) > limits.max_field_chars:
+        raise ValidationError("too_long", f"item id has {len(item_id)} chars > limit {limits.max_field_chars}")
+    return item_id
 
 
 # --- decoding -------------------------------------------------------------------------------------

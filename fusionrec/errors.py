@@ -16,6 +16,7 @@ __all__ = [
     "IndexNotReady",
     "CheckpointError",
     "BrokerError",
+    "TopicError",
     "DatasetError",
 ]
 
@@ -63,6 +64,10 @@ class CheckpointError(RecError):
 
 class BrokerError(RecError):
     """The local Kafka broker could not be fetched, started or reached."""
+
+
+class TopicError(RecError):
+    """A topic fusionrec needs could not be created, or exists with settings it cannot work with."""
 
 
 class DatasetError(RecError, ValueError):

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# System packages the ops tests need: a real Prometheus server and headless Chromium + chromedriver.
+# System packages the ops tests need: a real Prometheus server and promtool (both in Debian's package
+# `prometheus`; promtool checks and unit-tests the alert rules), headless Chromium + chromedriver.
 # Idempotent and quiet: installs only what is missing (Debian/Ubuntu apt; needs root or sudo).
 set -euo pipefail
 
 need=()
-[ -x /usr/bin/prometheus ] || need+=(prometheus)
+{ [ -x /usr/bin/prometheus ] && command -v promtool >/dev/null; } || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0

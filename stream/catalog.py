@@ -4,6 +4,9 @@ Every worker reads all partitions of the items and identity topics from the begi
 group), so each one holds the whole catalog in its index and the whole identity map.  ``ready`` is set
 once the follower has caught up with the end offsets it found at start; ``sync`` waits until it has
 caught up with the end offsets of *now* (used when an event names an item not seen yet).
+
+Both topics are compacted, so a delete can be a tombstone (a null value): on the items topic it
+deletes the item its key names, on the identity topic it removes the link of ``<platform>:<user_id>``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from fusionrec.config import Config
-from fusionrec.contracts import DeadLetter, IdentityLink, ItemDelete, ItemUpsert, decode_identity, decode_item
-from fusionrec.core import Recommender, plan_item_changes
+from fusionrec.contracts import (
+    DeadLetter,
+    IdentityLink,
+    ItemDelete,
+    ItemUpsert,
+    decode_identity,
+    decode_item,
+    identity_key_parts,
+    item_key_id,
+)
+from fusionrec.core import Identity, Recommender, plan_item_changes
 from fusionrec.errors import ValidationError
 from stream.kafka_settings import client_kwargs
 
@@ -94,14 +106,20 @@ class CatalogFollower:
 
     async def _apply(self, tp: TopicPartition, records: list) -> None:  # type: ignore[type-arg]
         items: list[ItemUpsert | ItemDelete] = []
+        cfg = self.cfg
         for record in records:
             try:
-                if tp.topic == self.cfg.kafka.items_topic:
-                    items.append(decode_item(record.value or b"", platforms=self.cfg.platforms, limits=self.cfg.limits))
+                if tp.topic == cfg.kafka.items_topic:
+                    if record.value is None:  # a tombstone: deletes go by item id, the platform plays no part
+                        item_id = item_key_id(record.key, limits=cfg.limits)
+                        items.append(ItemDelete(item_id, self.recommender.index.platform_of(item_id) or ""))
+                    else:
+                        items.append(decode_item(record.value, platforms=cfg.platforms, limits=cfg.limits))
+                elif record.value is None:
+                    platform, user_id = identity_key_parts(record.key, platforms=cfg.platforms, limits=cfg.limits)
+                    unlink(self.recommender.identity, platform, user_id)
                 else:
-                    link: IdentityLink = decode_identity(
-                        record.value or b"", platforms=self.cfg.platforms, limits=self.cfg.limits
-                    )
+                    link: IdentityLink = decode_identity(record.value, platforms=cfg.platforms, limits=cfg.limits)
                     self.recommender.identity.link(link)
             except ValidationError as exc:
                 await self.dead_letter(
@@ -115,3 +133,12 @@ class CatalogFollower:
             )
             self.recommender.apply_item_changes(changes, vectors)  # index changes stay on the loop thread
             self.items_seen += len(items)
+
+
+def unlink(identity: Identity, platform: str, user_id: str) -> None:
+    """Undo the link of a platform user: their events count as the person ``<platform>:<user_id>`` again.
+
+    Linking the user to that default person is exactly what an unlinked user resolves to, through the
+    identity map's public interface (the map itself belongs to the processing core).
+    """
+    identity.link(IdentityLink(platform=platform, user_id=user_id, person_id=f"{platform}:{user_id}"))

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fusionrec.config import load_config, reference
+from fusionrec.config import load_config, redacted, reference
 from fusionrec.errors import RecError
 
 
@@ -72,10 +72,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(reference())
         return 0
-    import dataclasses
-
     cfg = load_config(args.config)
-    print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    print(json.dumps(redacted(cfg), indent=2, default=str))
     return 0
 
 

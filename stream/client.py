@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from fusionrec.config import Config
-from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUpsert, encode
+from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemDelete, ItemUpsert, encode, identity_key
 from stream.kafka_settings import client_kwargs
 
 
@@ -20,7 +20,11 @@ class FusionrecProducer:
             await producer.send_event(BehaviorEvent(...))
 
     ``send_*`` return once the message is queued; ``flush`` waits until the broker has them all.
-    Events are keyed by platform user id, items by item id, links by platform user id.
+    Events are keyed by platform user id, items by item id, links by ``<platform>:<user id>``.
+
+    The items and identity topics are compacted: the last message of a key is what every worker
+    starting later sees.  A tombstone (``send_item_tombstone``, ``send_unlink``) deletes an item or
+    a link and is itself removed by compaction after the topic's ``delete.retention.ms``.
     """
 
     def __init__(self, cfg: Config, **producer_options: Any) -> None:
@@ -37,7 +41,7 @@ class FusionrecProducer:
         await self.flush()
         await self._producer.stop()
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> Any:
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> Any:
         return await self._producer.send(topic, key=key, value=value)
 
     async def send_event(self, event: BehaviorEvent) -> Any:
@@ -49,8 +53,17 @@ class FusionrecProducer:
     async def send_item(self, item: ItemUpsert | ItemDelete) -> Any:
         return await self.send_raw(self.cfg.kafka.items_topic, item.item_id.encode(), encode(item))
 
+    async def send_item_tombstone(self, item_id: str) -> Any:
+        """Delete an item with a tombstone (no value): unlike an ``ItemDelete``, compaction removes it."""
+        return await self.send_raw(self.cfg.kafka.items_topic, item_id.encode(), None)
+
     async def send_link(self, link: IdentityLink) -> Any:
-        return await self.send_raw(self.cfg.kafka.identity_topic, link.user_id.encode(), encode(link))
+        key = identity_key(link.platform, link.user_id)
+        return await self.send_raw(self.cfg.kafka.identity_topic, key, encode(link))
+
+    async def send_unlink(self, platform: str, user_id: str) -> Any:
+        """Remove the link of a platform user (a tombstone): their events count as their own person again."""
+        return await self.send_raw(self.cfg.kafka.identity_topic, identity_key(platform, user_id), None)
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -22,6 +22,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,9 @@ def server_properties(node: Node, voters: str, cluster_size: int) -> str:
             "auto.create.topics.enable=true",
             "log.retention.hours=168",
             "log.segment.bytes=67108864",
+            # the log cleaner looks for compactable logs every second rather than every 15: a local broker's
+            # compacted topics are small, and tests observe compaction without long waits
+            "log.cleaner.backoff.ms=1000",
             "num.network.threads=2",
             "num.io.threads=4",
             "",
@@ -273,6 +278,8 @@ class LocalCluster:
         return [n for n in self.nodes if n.pid() is not None]
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Poll with metadata requests until every running node is registered, quietly: a refused
+        connection is what a starting broker gives, not an error.  One BrokerError if it never is."""
         deadline = time.monotonic() + timeout_s
         last_error = "no answer"
         while time.monotonic() < deadline:
@@ -280,14 +287,19 @@ class LocalCluster:
                 if node.pid() is None and self.size == 1:
                     raise BrokerError(f"Kafka exited during start; see {node.log_file}:\n{tail(node.log_file)}")
             try:
-                brokers = asyncio.run(metadata_brokers(self.bootstrap, timeout_s=5))
+                probe_s = max(0.5, min(5.0, deadline - time.monotonic()))
+                with quiet_loggers(*AIOKAFKA_LOGGERS):
+                    brokers = asyncio.run(metadata_brokers(self.bootstrap, timeout_s=probe_s))
                 if len(brokers) >= len(self.running()) > 0:
                     return
                 last_error = f"{len(brokers)} of {len(self.running())} brokers registered"
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
-                last_error = repr(exc)
+                last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             time.sleep(0.5)
-        raise BrokerError(f"Kafka at {self.bootstrap} not ready after {timeout_s}s ({last_error})")
+        logs = "\n".join(f"--- {n.log_file} (last lines):\n{tail(n.log_file, 20) or '(empty)'}" for n in self.nodes)
+        raise BrokerError(
+            f"Kafka at {self.bootstrap} not ready after {timeout_s:.0f}s (last probe: {last_error})\n{logs}"
+        )
 
     def status(self) -> dict[str, object]:
         return {
@@ -301,6 +313,24 @@ class LocalCluster:
         for node in self.nodes:
             self.stop_node(node, kill=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn")
+"""aiokafka logs every refused connection at ERROR, a screenful while a broker starts."""
+
+
+@contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence the named loggers (below CRITICAL) for the duration; their levels are restored after."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def tail(path: Path, n: int = 30) -> str:

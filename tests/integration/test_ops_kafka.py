@@ -31,7 +31,7 @@ import pytest
 import two_platforms as world
 from kafka_helpers import REPO, WorkerProcess, produce, run
 
-from fusionrec.contracts import encode
+from fusionrec.contracts import encode, identity_key
 from stream.kafka_local.broker import free_port
 from stream.topics import ensure_topics
 
@@ -108,7 +108,7 @@ def ops_worker(bootstrap: str, artifacts_dir: Path) -> Iterator[WorkerProcess]:
     cfg = w.config()
     run(ensure_topics(cfg))
     catalog = [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in world.items()]
-    catalog += [(cfg.kafka.identity_topic, link.user_id.encode(), encode(link)) for link in world.links()]
+    catalog += [(cfg.kafka.identity_topic, identity_key(link.platform, link.user_id), encode(link)) for link in world.links()]
     run(produce(bootstrap, catalog))
     w.start(artifacts_dir)
     try:
@@ -243,13 +243,14 @@ def test_lag_rises_for_the_right_partitions_while_the_worker_is_paused(
 
 
 def test_prometheus_scrapes_lag_and_latency(
-    ops_worker: WorkerProcess, dashboard: DashboardProcess, tmp_path: Path, artifacts_dir: Path
+    ops_worker: WorkerProcess, dashboard: DashboardProcess, tmp_path: Path, artifacts_dir: Path, bootstrap: str
 ) -> None:
     need_binary(PROMETHEUS)
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{REPO / 'dashboards' / 'alerts.yml'}']\n"
         "scrape_configs:\n"
         f"  - {{job_name: fusionrec-worker, static_configs: [{{targets: ['127.0.0.1:{ops_worker.port}']}}]}}\n"
         f"  - {{job_name: fusionrec-dashboard, static_configs: [{{targets: ['127.0.0.1:{dashboard.port}']}}]}}\n"
@@ -261,6 +262,9 @@ def test_prometheus_scrapes_lag_and_latency(
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     replay = Replay(ops_worker, write_dataset(tmp_path / f"prom-{uuid.uuid4().hex[:6]}", 600), rate=40)
+    # one bad message, so that the dead-letter panels have a series to show
+    cfg = ops_worker.config()
+    run(produce(bootstrap, [(cfg.kafka.events_topic(world.PLATFORMS[0]), b"ops-bad", b"{not json")]))
 
     def query(expr: str) -> list[dict[str, Any]] | None:
         url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -287,12 +291,22 @@ def test_prometheus_scrapes_lag_and_latency(
             timeout_s=60,
         )
         assert 0 < float(p99[0]["value"][1]) < 10_000
-        # every Grafana panel's query is valid PromQL on a real server and names a series Prometheus has
+        # every Grafana panel's query is valid PromQL on a real server and shows data (a non-empty result)
         dash = json.loads((REPO / "dashboards/grafana/dashboards/fusionrec.json").read_text())
         for panel in dash["panels"]:
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$__rate_interval", "15s")
-                assert query(expr) is not None, f"{panel['title']}: {expr}"
+                result = wait_for(f"data for the panel {panel['title']!r}: {expr}", lambda: query(expr), timeout_s=60)
+                assert result, f"{panel['title']}: {expr}"
+        # the alert rules shipped with the compose Prometheus evaluate without error on the real series
+        def rules_evaluated() -> list[dict[str, Any]] | None:
+            body = _ok(lambda: json.loads(http_get(f"http://127.0.0.1:{port}/api/v1/rules")))
+            rules = [r for g in body["data"]["groups"] for r in g["rules"]] if body else []
+            return rules if rules and all(r["health"] != "unknown" for r in rules) else None
+
+        rules = wait_for("the alert rules evaluated", rules_evaluated, timeout_s=30)
+        assert {r["name"]: r["health"] for r in rules if r["health"] != "ok"} == {}, [r.get("lastError") for r in rules]
+        assert {r["name"] for r in rules if r["type"] == "alerting"} >= {"FusionrecConsumerLagGrowing", "FusionrecWorkerDown"}
         names = {r["metric"]["__name__"] for r in query('{__name__=~"fusionrec_.+"}') or []}
         assert {"fusionrec_events_total", "fusionrec_model_info", "fusionrec_encoder_batch_ms_count",
                 "fusionrec_index_op_ms_count", "fusionrec_online_recall_at_10"} <= names  # fmt: skip

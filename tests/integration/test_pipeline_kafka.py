@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 import two_platforms as world
 from kafka_helpers import WorkerProcess, consume, produce, run
 
-from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode
+from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode, identity_key
 from fusionrec.core import Recommender
 from fusionrec.fusion import PersonState
 from stream.app import build_recommender
@@ -32,7 +33,7 @@ def worker(bootstrap: str, artifacts_dir: Path) -> Iterator[WorkerProcess]:
     cfg = w.config()
     run(ensure_topics(cfg))
     catalog = [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in world.items()]
-    catalog += [(cfg.kafka.identity_topic, link.user_id.encode(), encode(link)) for link in world.links()]
+    catalog += [(cfg.kafka.identity_topic, identity_key(link.platform, link.user_id), encode(link)) for link in world.links()]
     run(produce(bootstrap, catalog))
     w.start(artifacts_dir)
     try:
@@ -165,16 +166,25 @@ def test_bad_messages_reach_the_dead_letter_topic(worker: WorkerProcess, bootstr
             l["topic"],
             l["partition"],
             l["offset"],
-            base64.b64decode(l["payload_b64"]),
+            l["payload_size"],
+            l["payload_sha256"],
+            base64.b64decode(l["payload_b64"] if "payload_b64" in l else l["payload_prefix_b64"]),
         )
         for r in letters
     )
     want = sorted(
-        (reason, topic, md.partition, md.offset, payload)
+        (reason, topic, md.partition, md.offset, len(payload), hashlib.sha256(payload).hexdigest(), payload)
         for (reason, topic, payload), md in zip(sequence, metadata)
         if reason is not None
     )
-    assert got == want
+    assert [g[:6] for g in got] == [w[:6] for w in want]
+    # exact bytes up to 64 KiB; the too_large one (70 kB) keeps a prefix, its size and its hash
+    for (*_, kept), (*_, payload) in zip(got, want):
+        if len(payload) <= 64 * 1024:
+            assert kept == payload
+        else:
+            assert payload.startswith(kept) and 0 < len(kept) < len(payload)
+    assert any(len(w[6]) > 64 * 1024 for w in want)
     assert all(orjson.loads(r.value)["detail"] for r in letters)
 
     recs = [decode_recommendation(r.value) for r in run(consume(bootstrap, cfg.kafka.recs_topic, expect=100, timeout_s=5))]

@@ -16,8 +16,10 @@ from fusionrec.config import (
     KafkaConfig,
     LimitsConfig,
     ModelConfig,
+    REDACTED,
     WorkerConfig,
     load_config,
+    redacted,
     reference,
 )
 from fusionrec.errors import ConfigError, RecError
@@ -240,6 +242,25 @@ def test_password_is_not_in_repr() -> None:
     assert "hunter2" not in repr(cfg)
 
 
+def test_redacted_hides_the_password_and_nothing_else() -> None:
+    cfg = load_config(env={"FUSIONREC_KAFKA_SASL_PASSWORD": "hunter2", "FUSIONREC_KAFKA_SASL_USERNAME": "svc"})
+    out = redacted(cfg)
+    assert "hunter2" not in repr(out) and "hunter2" not in str(cfg)
+    assert out["kafka"]["sasl_password"] == REDACTED
+    plain = dataclasses.asdict(cfg)
+    plain["kafka"]["sasl_password"] = REDACTED
+    assert out == plain  # every other setting as it is (the user name is not a secret)
+    assert redacted(Config())["kafka"]["sasl_password"] == ""  # unset stays visibly unset
+
+
+def test_secret_settings_are_marked() -> None:
+    """redacted() knows secrets by their field metadata: the password must carry it."""
+    secrets = {
+        f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.metadata.get("secret")
+    }
+    assert secrets == {"kafka.sasl_password"}
+
+
 # ------------------------------------------------------------------------------------ reference
 
 
@@ -327,6 +348,7 @@ def test_digest_changes_with_model_settings(env: dict[str, str]) -> None:
         {"FUSIONREC_KAFKA_BOOTSTRAP": "elsewhere:9092"},
         {"FUSIONREC_MAX_MESSAGE_BYTES": "100"},
         {"FUSIONREC_WEB_PORT": "1"},
+        {"FUSIONREC_KAFKA_SASL_PASSWORD": "s3cr3t", "FUSIONREC_KAFKA_SASL_USERNAME": "fusionrec"},
     ],
 )
 def test_digest_ignores_operational_settings(env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ Fuzz volume: ``FUSIONREC_FUZZ_EXAMPLES`` (default 500) examples per property; se
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -33,6 +34,9 @@ from fusionrec.contracts import (
     decode_item,
     decode_recommendation,
     encode,
+    identity_key,
+    identity_key_parts,
+    item_key_id,
 )
 from fusionrec.errors import DecodeError, RecError, ValidationError
 
@@ -216,9 +220,61 @@ def test_dead_letter_encoding_keeps_exact_payload() -> None:
         "topic": "fusionrec.events.shop",
         "partition": 3,
         "offset": 42,
+        "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "payload_b64": base64.b64encode(payload).decode(),
     }
     assert base64.b64decode(obj["payload_b64"]) == payload
+
+
+# Documented bounds of the dead-letter contract (README, dlq row): written out here rather than imported,
+# so that the test states the promise instead of echoing the code.
+WHOLE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size travel whole
+LETTER_BYTES = 128 * 1024  # an encoded dead letter never exceeds this (Kafka's default limit is 1 MiB)
+
+
+def dead_letter_of(payload: bytes, detail: str = "too big") -> dict[str, Any]:
+    encoded = encode(DeadLetter("too_large", detail, "fusionrec.events.shop", 0, 7, payload))
+    assert len(encoded) <= LETTER_BYTES, f"a {len(payload)}-byte payload gave a {len(encoded)}-byte dead letter"
+    obj = dict(orjson.loads(encoded))
+    assert obj["payload_size"] == len(payload)
+    assert obj["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    return obj
+
+
+def pattern(size: int, seed: bytes) -> bytes:
+    """``size`` bytes (up to megabytes, cheaply): the seed repeated, with the size mixed in."""
+    block = hashlib.sha256(seed + size.to_bytes(8, "little")).digest() * 64
+    return (block * (size // len(block) + 1))[:size]
+
+
+@fuzz
+@given(size=st.integers(0, 6 << 20), seed=st.binary(max_size=16), detail=st.text(max_size=3000))
+def test_dead_letter_of_any_payload_fits(size: int, seed: bytes, detail: str) -> None:
+    """A dead letter always fits in one Kafka message, whatever the size of what it carries."""
+    payload = pattern(size, seed)
+    obj = dead_letter_of(payload, detail)
+    assert obj["detail"].startswith(detail[:1000])
+    if size <= WHOLE_PAYLOAD_BYTES:
+        assert base64.b64decode(obj["payload_b64"]) == payload and "payload_truncated" not in obj
+    else:
+        prefix = base64.b64decode(obj["payload_prefix_b64"])
+        assert obj["payload_truncated"] is True and "payload_b64" not in obj
+        assert 0 < len(prefix) < size and payload.startswith(prefix)
+
+
+@fuzz
+@given(payload=st.binary(max_size=2048))
+def test_dead_letter_of_a_small_payload_round_trips(payload: bytes) -> None:
+    assert base64.b64decode(dead_letter_of(payload)["payload_b64"]) == payload
+
+
+@pytest.mark.parametrize("size", [WHOLE_PAYLOAD_BYTES - 1, WHOLE_PAYLOAD_BYTES, WHOLE_PAYLOAD_BYTES + 1, 750_000, 1 << 20, 8 << 20])
+def test_dead_letter_size_boundaries(size: int) -> None:
+    payload = os.urandom(size)  # incompressible, unlike the pattern above
+    obj = dead_letter_of(payload, detail="x" * 50_000)
+    assert ("payload_b64" in obj) == (size <= WHOLE_PAYLOAD_BYTES)
+    assert len(obj["detail"]) < 1100
 
 
 def test_timestamp_boundaries_are_accepted() -> None:
@@ -313,7 +369,9 @@ def test_event_rejects(raw: bytes, reason: str) -> None:
 
 def test_every_stateless_reason_is_covered() -> None:
     stateful = {"out_of_order", "duplicate", "unknown_item"}  # raised by the core, not the decoders
+    stateful.add("processing_error")  # the worker's, for an unexpected exception on one message
     covered = {c[2] for c in EVENT_REJECTS}
+    assert stateful <= set(REJECT_REASONS)
     assert covered == set(REJECT_REASONS) - stateful
 
 
@@ -382,6 +440,44 @@ IDENTITY_REJECTS: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize("raw, reason", [c[1:] for c in IDENTITY_REJECTS], ids=[c[0] for c in IDENTITY_REJECTS])
 def test_identity_rejects(raw: bytes, reason: str) -> None:
     assert reason_of(dec_identity, raw) == reason
+
+
+# ------------------------------------------------------------------------------- compaction keys
+
+
+@fuzz
+@given(platform=st.sampled_from(sorted(PLATFORMS)), user_id=st.text(min_size=1, max_size=256).filter(str.strip))
+def test_identity_key_names_one_platform_user(platform: str, user_id: str) -> None:
+    """Compaction keeps one record per key: the key must tell the platforms of one user id apart."""
+    key = identity_key(platform, user_id)
+    assert identity_key_parts(key, platforms=PLATFORMS, limits=LIMITS) == (platform, user_id)
+    assert identity_key("shop", user_id) != identity_key("video", user_id)
+
+
+IDENTITY_KEY_REJECTS: list[tuple[str, bytes | None, str]] = [
+    ("no key", None, "missing_field"),
+    ("empty key", b"", "missing_field"),
+    ("user id alone", b"u1", "bad_value"),
+    ("no user id", b"shop:", "bad_value"),
+    ("not utf-8", b"shop:\xff", "bad_value"),
+    ("unknown platform", b"tv:u1", "unknown_platform"),
+    ("user id too long", b"shop:" + b"u" * 257, "too_long"),
+]
+
+
+@pytest.mark.parametrize("key, reason", [c[1:] for c in IDENTITY_KEY_REJECTS], ids=[c[0] for c in IDENTITY_KEY_REJECTS])
+def test_identity_key_rejects(key: bytes | None, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        identity_key_parts(key, platforms=PLATFORMS, limits=LIMITS)
+    assert info.value.reason == reason and reason in REJECT_REASONS
+
+
+def test_item_key_names_the_item() -> None:
+    assert item_key_id("s-knife".encode(), limits=LIMITS) == "s-knife"
+    for key, reason in [(None, "missing_field"), (b" ", "missing_field"), (b"\xff", "bad_value"), (b"i" * 257, "too_long")]:
+        with pytest.raises(ValidationError) as info:
+            item_key_id(key, limits=LIMITS)
+        assert info.value.reason == reason, key
 
 
 # ------------------------------------------------------------------------------------ deep nesting

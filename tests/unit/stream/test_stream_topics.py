@@ -1,0 +1,41 @@
+"""The topic list and its configs, and how CreateTopics' per-topic answers become one error."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusionrec.config import load_config
+from fusionrec.errors import TopicError
+from stream.topics import copartitioned_topics, person_state_changelog, raise_for_create_errors, topic_configs, topic_names
+
+CFG = load_config(env={"FUSIONREC_PLATFORMS": "shop,video", "FUSIONREC_APP_ID": "recs", "FUSIONREC_TOPIC_PREFIX": "fr."})
+
+
+def test_the_topics_workers_rebuild_state_from_are_compacted() -> None:
+    configs = topic_configs(CFG)
+    assert topic_names(CFG) == list(configs)
+    compacted = {t for t, c in configs.items() if c.get("cleanup.policy") == "compact"}
+    assert compacted == {"fr.items", "fr.identity", "recs-person-state-changelog"}
+    assert set(topic_names(CFG)) - compacted == {"fr.events.shop", "fr.events.video", "fr.by-person", "fr.recs", "fr.dlq"}
+    assert not any(c for t, c in configs.items() if t not in compacted)  # the rest: the cluster's defaults
+
+
+def test_the_changelog_is_co_partitioned_with_by_person() -> None:
+    assert person_state_changelog(CFG) == "recs-person-state-changelog"  # faust: <app id>-<table>-changelog
+    assert copartitioned_topics(CFG) == ["fr.by-person", "recs-person-state-changelog"]
+
+
+def test_create_topic_errors_become_one_error_naming_topics_and_kafkas_answer() -> None:
+    answer = [
+        ("fr.items", 0, None),
+        ("fr.recs", 36, "Topic 'fr.recs' already exists."),  # another worker won the race: fine
+        ("fr.dlq", 38, "Replication factor: 3 larger than available brokers: 1."),
+        ("fr.by-person", 38, "Replication factor: 3 larger than available brokers: 1."),
+        ("fr.identity", 29),  # CreateTopics v0: no message
+    ]
+    with pytest.raises(TopicError) as info:
+        raise_for_create_errors(answer)
+    first, second = str(info.value).splitlines()[1:]
+    assert first == "  fr.dlq, fr.by-person: INVALID_REPLICATION_FACTOR: Replication factor: 3 larger than available brokers: 1."
+    assert second.startswith("  fr.identity: TOPIC_AUTHORIZATION_FAILED: ") and len(second) > 50  # Kafka's description
+    raise_for_create_errors([("fr.items", 0, None), ("fr.recs", 36, "exists")])  # nothing to complain about
