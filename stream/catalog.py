@@ -83,7 +83,7 @@ class CatalogFollower:
             for tp, records in batches.items():
                 await self._apply(tp, records)
             if not self.ready.is_set() and await self._caught_up(target):
-                log.info("catalog ready: %d items, %d identity links", len(self.recommender.index), len(self.recommender.identity))
+                log.info("catalog ready: %d items, %d identity links", len(self.recommender.store), len(self.recommender.identity))
                 self.ready.set()
 
     async def _caught_up(self, target: dict[TopicPartition, int]) -> bool:
@@ -112,12 +112,12 @@ class CatalogFollower:
                 if tp.topic == cfg.kafka.items_topic:
                     if record.value is None:  # a tombstone: deletes go by item id, the platform plays no part
                         item_id = item_key_id(record.key, limits=cfg.limits)
-                        items.append(ItemDelete(item_id, self.recommender.index.platform_of(item_id) or ""))
+                        items.append(ItemDelete(item_id, self.recommender.store.platform_of(item_id) or ""))
                     else:
                         items.append(decode_item(record.value, platforms=cfg.platforms, limits=cfg.limits))
                 elif record.value is None:
                     platform, user_id = identity_key_parts(record.key, platforms=cfg.platforms, limits=cfg.limits)
-                    unlink(self.recommender.identity, platform, user_id)
+                    self.recommender.identity.unlink(platform, user_id)
                 else:
                     link: IdentityLink = decode_identity(record.value, platforms=cfg.platforms, limits=cfg.limits)
                     self.recommender.identity.link(link)
@@ -133,12 +133,3 @@ class CatalogFollower:
             )
             self.recommender.apply_item_changes(changes, vectors)  # index changes stay on the loop thread
             self.items_seen += len(items)
-
-
-def unlink(identity: Identity, platform: str, user_id: str) -> None:
-    """Undo the link of a platform user: their events count as the person ``<platform>:<user_id>`` again.
-
-    Linking the user to that default person is exactly what an unlinked user resolves to, through the
-    identity map's public interface (the map itself belongs to the processing core).
-    """
-    identity.link(IdentityLink(platform=platform, user_id=user_id, person_id=f"{platform}:{user_id}"))

@@ -40,7 +40,9 @@ _ENTRY = struct.Struct("<HI")  # key length, value length
 
 
 def changelog_topic(cfg: Config) -> str:
-    return f"{cfg.worker.app_id}-person-state-changelog"
+    from stream.topics import person_state_changelog
+
+    return person_state_changelog(cfg)
 
 
 @dataclass

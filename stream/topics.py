@@ -56,8 +56,9 @@ def topic_names(cfg: Config) -> list[str]:
 
 def copartitioned_topics(cfg: Config) -> list[str]:
     """Topics whose partition count must be ``kafka.partitions``: events are routed to by-person
-    partitions by hash modulo that number, and a person's state lives in the same changelog partition."""
-    return [cfg.kafka.by_person_topic, person_state_changelog(cfg)]
+    partitions by hash modulo that number, and a person's state lives in the same changelog partition
+    (and the person's recommendations on the same recommendations partition)."""
+    return [cfg.kafka.by_person_topic, person_state_changelog(cfg), cfg.kafka.recs_topic]
 
 
 async def ensure_topics(cfg: Config) -> None:
