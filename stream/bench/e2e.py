@@ -127,8 +127,14 @@ def plan_from_options(options: Any) -> E2EPlan:
 # ------------------------------------------------------------------------------------------ runs
 
 
-def bench_e2e(options: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every run of the plan on one throw-away broker; the JSON section ``e2e``."""
+def bench_e2e(
+    options: Any, log: Callable[[str], None] = print, partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every run of the plan on one throw-away broker; the JSON section ``e2e``.
+
+    ``partial`` gets the section after every run: a long run (the first start on a 100k catalog
+    encodes for many minutes) keeps what it measured if it is stopped later.
+    """
     plan = plan_from_options(options)
     tmp = Path(tempfile.mkdtemp(prefix="fusionrec-bench-"))
     cluster: Any = None
@@ -140,6 +146,8 @@ def bench_e2e(options: Any, log: Callable[[str], None] = print) -> dict[str, Any
         for key, folder, n_workers in _runs(plan, log):
             log(f"[bench] e2e run {key}: {n_workers} worker(s), workload {folder.name}")
             out["runs"][key] = run_one(plan, cluster, bootstrap, folder, n_workers, tmp, key, log)
+            if partial is not None:
+                partial({**out, **headline(out["runs"], plan), "partial": True})
     finally:
         signal.signal(signal.SIGTERM, previous)
         if cluster is not None:

@@ -150,7 +150,12 @@ def run_bench(options: BenchOptions, out: str | None = None, log: Any = print) -
     if "e2e" in wanted:
         from stream.bench.e2e import bench_e2e
 
-        stage("e2e", lambda: bench_e2e(options, log=log))
+        def partial_e2e(section: dict[str, Any]) -> None:
+            report["e2e"] = section
+            if out:
+                write(report, out)
+
+        stage("e2e", lambda: bench_e2e(options, log=log, partial=partial_e2e))
     report.setdefault("memory", {})["peak_rss_mb_end"] = round(peak_rss_mb(), 1)
     report["machine_info"]["loadavg_end"] = list(os.getloadavg())
     if out:

@@ -114,7 +114,9 @@ class SyntheticSpec:
 
 
 def bench_data_root() -> Path:
-    """``~/.cache/fusionrec/bench-data`` (``FUSIONREC_CACHE`` moves the cache root)."""
+    """``FUSIONREC_BENCH_DATA``, else ``~/.cache/fusionrec/bench-data`` (``FUSIONREC_CACHE`` moves the cache root)."""
+    if os.environ.get("FUSIONREC_BENCH_DATA"):
+        return Path(os.environ["FUSIONREC_BENCH_DATA"]).expanduser()
     return Path(os.environ.get("FUSIONREC_CACHE", "~/.cache/fusionrec")).expanduser() / "bench-data"
 
 
