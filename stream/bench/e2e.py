@@ -249,8 +249,9 @@ async def _search(
             count = max(1, round(rate * plan.step_s))
             before = await asyncio.to_thread(recs_counters, workers)
             o = await runner.run(
-                f"{tag}-r{round(rate)}", rate, count, cursor, drain_idle_s=plan.drain_idle_s, drain_max_s=plan.drain_max_s
-            )
+                f"{tag}-s{len(steps) + 1}-r{round(rate)}", rate, count, cursor,
+                drain_idle_s=plan.drain_idle_s, drain_max_s=plan.drain_max_s,
+            )  # fmt: skip
             after = await asyncio.to_thread(recs_counters, workers)
             recs_by_worker.append([None if a is None or b is None else b - a for a, b in zip(before, after)])
             spans.append((cursor, o.latency.published))
@@ -258,6 +259,9 @@ async def _search(
             steps.append(o)
             done.append(Tried(rate, o.passed, kind))
             log(f"[bench]   step {len(steps)} ({kind}): {describe(o)}")
+            dead = [k for k, (p, _) in enumerate(workers) if p.poll() is not None]
+            if dead:  # a crash is not a rate limit: no figure from here on would mean anything
+                raise RuntimeError(f"worker(s) {dead} exited during step {len(steps)}")
             if not o.drained:
                 log(f"[bench]   step {len(steps)} did not drain within its limits: the search stops here")
                 break
@@ -273,7 +277,7 @@ async def _search(
     summary["warmup"] = warm.as_json()
     summary["distinct_people_per_batch_detail"] = distinct_per_batch(persons)
     summary["distinct_people_per_batch"] = summary["distinct_people_per_batch_detail"]["mean"]
-    summary["collector_repeats_unknown"] = collector.unknown
+    summary["collector_unknown_answers"] = collector.unknown  # answers to no registered step (late ones)
     if profile is not None:
         summary["profile"] = profile
     return summary
