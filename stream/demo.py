@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from fusionrec.config import load_config
+from fusionrec.config import Config, load_config
 from fusionrec.contracts import decode_recommendation
 from stream.bench.catalog import publish_catalog
 from stream.bench.collector import Collector
@@ -96,7 +96,9 @@ def run_demo(dataset: str, *, rate: float, limit: int | None, show: int, keep_br
             cluster.stop()
 
 
-async def _offer(cfg, env, wl_path: Path, tmp: Path, groups: dict[str, list[int]], *, rate: float, count: int, show: int) -> StepOutcome:  # type: ignore[no-untyped-def]
+async def _offer(
+    cfg: Config, env: dict[str, str], wl_path: Path, tmp: Path, groups: dict[str, list[int]], *, rate: float, count: int, show: int
+) -> StepOutcome:
     shown: list[str] = []
 
     def print_some(value: bytes, received_ms: float) -> None:
