@@ -172,6 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         e2e_refinements=args.e2e_refinements,
         e2e_step_s=args.e2e_step_s if args.e2e_step_s is not None else defaults.e2e_step_s,
         e2e_warmup_events=args.e2e_warmup_events if args.e2e_warmup_events is not None else defaults.e2e_warmup_events,
+        e2e_worker=args.e2e_worker,
         profile_dir=args.profile,
         extra={"e2e_given": given},
     )
@@ -274,6 +275,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--e2e-refinements", type=int, default=1, help="bisections between the highest pass and the first fail")
     e.add_argument("--e2e-step-s", "--e2e-phase-s", dest="e2e_step_s", type=float, default=None, help="seconds of each offered-rate step (default 30)")
     e.add_argument("--e2e-warmup-events", type=int, default=None, help="events fed and drained before the first step (default 10000)")
+    e.add_argument(
+        "--e2e-worker", default="fusionrec", choices=["fusionrec", "echo"],
+        help="echo: a stand-in that only answers each event, to measure what the publisher, broker and consumer allow here",
+    )
     b.add_argument("--profile", default=None, help="py-spy the worker during one extra step at the sustained rate; raw stacks go to this folder")
     b.set_defaults(func=cmd_bench)
     return p

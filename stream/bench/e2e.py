@@ -82,6 +82,7 @@ class E2EPlan:
     warmup_events: int = 10_000
     search: SearchPlan = SearchPlan()
     device: str = "auto"
+    worker: str = "fusionrec"  # or "echo": the harness's ceiling (stream/bench/echo_worker.py)
     profile_dir: str | None = None
     drain_idle_s: float = 20.0
     drain_max_s: float = 300.0
@@ -108,6 +109,7 @@ def plan_from_options(options: Any) -> E2EPlan:
         warmup_events=options.e2e_warmup_events,
         search=search,
         device=options.device,
+        worker=options.e2e_worker,
         profile_dir=options.profile_dir,
     )
     if options.quick:
@@ -188,7 +190,7 @@ def run_one(
     cfg = load_config(env=env)
     n_items, links = asyncio.run(publish_catalog(cfg, folder, wl))
     log(f"[bench]   catalog published: {n_items} items, {links} identity links")
-    workers = start_workers(env, n_workers, tmp / run_id)
+    workers = start_workers(env, n_workers, tmp / run_id, plan.worker)
     try:
         ready_s = wait_ready(workers, n_items)
         log(f"[bench]   {n_workers} worker(s) ready in {ready_s:.0f}s")
@@ -196,6 +198,7 @@ def run_one(
         groups = lambda: {**{f"worker{k}": [p.pid] for k, (p, _) in enumerate(workers)}, "broker": broker_pids}  # noqa: E731
         result = asyncio.run(_search(plan, cfg, env, wl, wl_path, workers, groups, tmp, log))
         result.update(
+            worker=plan.worker,
             workers=n_workers,
             catalog_items=n_items,
             workload=wl.name,

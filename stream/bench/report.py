@@ -40,6 +40,7 @@ class BenchOptions:
     e2e_refinements: int = 1
     e2e_step_s: float = 30.0
     e2e_warmup_events: int = 10_000
+    e2e_worker: str = "fusionrec"  # "echo": measure the harness's own ceiling instead of the worker
     profile_dir: str | None = None  # py-spy the worker during one extra step at the sustained rate
     extra: dict[str, Any] = field(default_factory=dict)
 

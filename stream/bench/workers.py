@@ -29,6 +29,7 @@ __all__ = [
     "log_tail",
     "start_broker",
     "BLAS_ENV",
+    "WORKER_COMMANDS",
 ]
 
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -59,8 +60,15 @@ def run_env(bootstrap: str, run_id: str, platforms: list[str], device: str, part
     }
 
 
-def start_workers(env: dict[str, str], n: int, run_dir: Path) -> list[Worker]:
-    """``n`` ``fusionrec worker`` processes, each with its own web port, data dir and log file."""
+WORKER_COMMANDS = {
+    "fusionrec": ["-m", "stream.cli", "worker"],  # the product
+    "echo": ["-m", "stream.bench.echo_worker"],  # the harness's own ceiling (answers, does nothing else)
+}
+
+
+def start_workers(env: dict[str, str], n: int, run_dir: Path, kind: str = "fusionrec") -> list[Worker]:
+    """``n`` worker processes (``fusionrec worker``, or the echo stand-in), each with its own web port,
+    data dir and log file."""
     from stream.kafka_local.broker import free_port
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +78,7 @@ def start_workers(env: dict[str, str], n: int, run_dir: Path) -> list[Worker]:
             port = free_port()
             wenv = {**env, "FUSIONREC_WEB_PORT": str(port), "FUSIONREC_DATA_DIR": str(run_dir / f"worker{w}")}
             with open(run_dir / f"worker{w}.log", "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=wenv, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen([sys.executable, *WORKER_COMMANDS[kind]], env=wenv, stdout=log, stderr=subprocess.STDOUT)
             workers.append((proc, port))
     except BaseException:
         stop_workers(workers)

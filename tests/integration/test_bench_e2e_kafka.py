@@ -37,3 +37,19 @@ def test_quick_sustained_rate_search_end_to_end(tmp_path: Path, monkeypatch: pyt
     for key in ("sustained_events_per_s", "p99_ms_at_sustained", "worker_cpu_us_per_event", "catalog_items", "distinct_people_per_batch"):
         assert key in e2e and key in e2e["by_catalog"]["300"]
     assert summarise("e2e", e2e)
+
+
+def test_echo_worker_answers_every_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness's ceiling instrument: every published event of every step comes back answered."""
+    monkeypatch.setenv("FUSIONREC_BENCH_DATA", str(tmp_path / "bench-data"))
+    options = BenchOptions(
+        quick=True, e2e_catalogs=(300,), e2e_workers=(2,), e2e_people=1000, e2e_events=5000, e2e_worker="echo",
+        e2e_rates=(200.0, 400.0), e2e_step_s=2.0, e2e_warmup_events=500, e2e_refinements=0,
+        extra={"e2e_given": {"catalogs", "people", "events", "step_s", "warmup_events", "rates"}},
+    )  # fmt: skip
+    run = bench_e2e(options, log=lambda line: None)["runs"]["w2-c300"]
+    assert run["worker"] == "echo" and run["workers"] == 2
+    assert run["warmup"]["answered"] == 500
+    for step in run["steps"]:
+        assert step["published"] > 0 and step["answered"] == step["published"] and step["repeats"] == 0
+        assert set(step["cpu_s"]) >= {"worker0", "worker1", "broker", "collector", "publisher"}
