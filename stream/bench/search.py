@@ -49,15 +49,17 @@ def next_rate(plan: SearchPlan, done: Sequence[Tried]) -> tuple[float, Kind] | N
         if ladder:
             higher = [r for r in ladder if r > last]
             return (higher[0], "ladder") if higher else None
-        return (last * plan.factor, "ladder") if last * plan.factor <= plan.max_rate else None
+        climbed = sum(1 for t in done if t.kind == "ladder")
+        nxt = round(plan.start_rate * plan.factor**climbed, 1)  # from the start: no rounding drift
+        return (nxt, "ladder") if nxt <= plan.max_rate else None
     if not passes:
         halvings = sum(1 for t in done if t.kind == "down")
-        return (min(fails) / 2, "down") if halvings < plan.max_down else None
+        return (round(min(fails) / 2, 1), "down") if halvings < plan.max_down else None
     best = max(passes)
     above = [f for f in fails if f > best]
     if not above or sum(1 for t in done if t.kind == "refine") >= plan.refinements:
         return None
-    mid = math.sqrt(best * min(above))  # geometric middle: the ladder is geometric too
+    mid = round(math.sqrt(best * min(above)), 1)  # geometric middle (the ladder is geometric too), 0.1/s
     if any(abs(mid - t.rate) / t.rate < plan.min_gap for t in done):
         return None  # the ladder is already this fine here
     return mid, "refine"

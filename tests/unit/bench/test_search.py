@@ -24,7 +24,7 @@ def test_geometric_ladder_then_one_bisection() -> None:
     done = _run(plan, capacity=3000)
     assert [t.rate for t in done[:4]] == [500, 1000, 2000, 4000]
     assert [t.kind for t in done] == ["ladder"] * 4 + ["refine"]
-    assert done[4].rate == pytest.approx(math.sqrt(2000 * 4000))  # 2828: passes
+    assert done[4].rate == pytest.approx(math.sqrt(2000 * 4000), abs=0.05)  # 2828.4: passes
     best = sustained_index(done)
     assert best == 4 and done[best].rate == pytest.approx(2828.4, abs=0.1)
 
