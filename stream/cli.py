@@ -142,22 +142,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stream.bench.report import BenchOptions, run_bench
+    from stream.bench.report import DEFAULT_DATASET, BenchOptions, run_bench
 
     def ints(text: str) -> tuple[int, ...]:
         return tuple(int(float(x)) for x in text.split(",") if x)
 
+    def floats(text: str) -> tuple[float, ...]:
+        return tuple(float(x) for x in text.split(",") if x)
+
+    given = {name for name in ("catalogs", "people", "events", "step_s", "warmup_events", "rates") if getattr(args, f"e2e_{name}") is not None}
+    defaults = BenchOptions()
     options = BenchOptions(
-        dataset=args.dataset,
+        dataset=args.dataset or DEFAULT_DATASET,
         device=args.device,
         quick=args.quick,
         skip_e2e=args.skip_e2e,
         index_sizes=ints(args.index_sizes) if args.index_sizes else None,
         only=tuple(args.only.split(",")) if args.only else (),
+        e2e_dataset=args.e2e_dataset or args.dataset,  # --dataset alone moves the e2e runs onto it too
+        e2e_catalogs=ints(args.e2e_catalogs) if args.e2e_catalogs else defaults.e2e_catalogs,
         e2e_workers=ints(args.e2e_workers),
-        e2e_loads=tuple(float(x) for x in args.e2e_loads.split(",") if x),
-        e2e_phase_s=args.e2e_phase_s,
+        e2e_people=args.e2e_people or defaults.e2e_people,
+        e2e_platforms=args.e2e_platforms,
+        e2e_events=args.e2e_events or defaults.e2e_events,
+        e2e_seed=args.e2e_seed,
+        e2e_rates=floats(args.e2e_rates) if args.e2e_rates else (),
+        e2e_start_rate=args.e2e_start_rate,
+        e2e_rate_factor=args.e2e_rate_factor,
+        e2e_max_rate=args.e2e_max_rate,
+        e2e_refinements=args.e2e_refinements,
+        e2e_step_s=args.e2e_step_s if args.e2e_step_s is not None else defaults.e2e_step_s,
+        e2e_warmup_events=args.e2e_warmup_events if args.e2e_warmup_events is not None else defaults.e2e_warmup_events,
+        e2e_worker=args.e2e_worker,
         profile_dir=args.profile,
+        extra={"e2e_given": given},
     )
     report = run_bench(options, out=args.json, log=lambda line: print(line, flush=True))
     if not args.json:
@@ -201,8 +219,8 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="local broker + worker + replay of a dataset, with latencies")
     d.add_argument("--dataset", default=os.path.join("data", "movielens-small"))
-    d.add_argument("--rate", type=float, default=2000.0)
-    d.add_argument("--limit", type=int, default=None)
+    d.add_argument("--rate", type=float, default=2000.0, help="offered events/s, open loop")
+    d.add_argument("--limit", type=int, default=None, help="events offered after the warm-up (default: the rest of the dataset)")
     d.add_argument("--show", type=int, default=12, help="recommendations to print")
     d.add_argument("--keep-broker", action="store_true")
     d.set_defaults(func=cmd_demo)
@@ -237,16 +255,32 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput, latency and memory benchmarks (encoder, index, core, end to end)")
     b.add_argument("--json", default=None, help="write the figures to this file")
-    b.add_argument("--dataset", default=os.path.join("data", "movielens-small"))
+    b.add_argument("--dataset", default=None, help="dataset folder of core and encoder (default data/movielens-small); given, the e2e runs use it too")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     b.add_argument("--skip-e2e", action="store_true", help="no broker, no worker processes")
     b.add_argument("--only", default=None, help="comma-separated subset of core,encoder,index,e2e")
     b.add_argument("--index-sizes", default=None, help="items per index benchmark (default 10000,100000,1000000)")
-    b.add_argument("--e2e-workers", default="1,2", help="worker process counts to run end to end")
-    b.add_argument("--e2e-loads", default="1000,5000", help="offered events/s for the latency phases")
-    b.add_argument("--e2e-phase-s", type=float, default=15.0, help="seconds each offered-load phase publishes")
-    b.add_argument("--profile", default=None, help="py-spy the worker during saturation; raw stacks go to this folder")
+    e = b.add_argument_group("end to end (the sustained-rate search; BENCHMARKS.md)")
+    e.add_argument("--e2e-dataset", default=None, help="dataset folder for the e2e runs (default: the synthetic workload)")
+    e.add_argument("--e2e-catalogs", default=None, help="synthetic catalog sizes, one run each (default 8000,100000)")
+    e.add_argument("--e2e-workers", default="1,2", help="worker counts; counts above 1 run on the first catalog only")
+    e.add_argument("--e2e-people", type=int, default=None, help="synthetic people (default 100000)")
+    e.add_argument("--e2e-platforms", type=int, default=2, help="synthetic platforms")
+    e.add_argument("--e2e-events", type=int, default=None, help="synthetic events drawn (the steps cycle through them; default 1000000)")
+    e.add_argument("--e2e-seed", type=int, default=0, help="seed of the synthetic workload")
+    e.add_argument("--e2e-rates", "--e2e-loads", dest="e2e_rates", default=None, help="explicit offered rates (events/s), tried in ascending order")
+    e.add_argument("--e2e-start-rate", type=float, default=500.0, help="first offered rate of the geometric ladder")
+    e.add_argument("--e2e-rate-factor", type=float, default=2**0.5, help="ratio between two ladder steps")
+    e.add_argument("--e2e-max-rate", type=float, default=100_000.0, help="the ladder stops here")
+    e.add_argument("--e2e-refinements", type=int, default=1, help="bisections between the highest pass and the first fail")
+    e.add_argument("--e2e-step-s", "--e2e-phase-s", dest="e2e_step_s", type=float, default=None, help="seconds of each offered-rate step (default 30)")
+    e.add_argument("--e2e-warmup-events", type=int, default=None, help="events fed and drained before the first step (default 10000)")
+    e.add_argument(
+        "--e2e-worker", default="fusionrec", choices=["fusionrec", "echo"],
+        help="echo: a stand-in that only answers each event, to measure what the publisher, broker and consumer allow here",
+    )
+    b.add_argument("--profile", default=None, help="py-spy the worker during one extra step at the sustained rate; raw stacks go to this folder")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -1,29 +1,37 @@
-"""``make demo``: local broker, one worker, a dataset replayed through Kafka, recommendations tailed.
+"""``make demo``: local broker, one worker, a dataset offered open loop through Kafka, latency measured.
 
 Everything runs for real: the Apache Kafka broker started by ``stream.kafka_local``, the worker as its
-own process (``fusionrec worker``), the replay producer and a tailing consumer.  Latency is measured
-from the event's produce timestamp to the moment the tail receives its recommendation.
+own process (``fusionrec worker``), the bench's open-loop publisher (its own process: events sent on a
+fixed schedule, ``stream/bench/publisher.py``) and a consumer of the recommendations.  Latency is what
+a downstream service sees: the moment the consumer *receives* a recommendation minus the moment its
+event was *scheduled* to be sent; an event never answered counts as infinitely late.  A short warm-up
+(not measured) lets the worker load its model and train its online learner first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import orjson
 
-from fusionrec.config import load_config
-from fusionrec.dataset import dataset_platforms
+from fusionrec.config import Config, load_config
+from fusionrec.contracts import decode_recommendation
+from stream.bench.catalog import publish_catalog
+from stream.bench.collector import Collector
+from stream.bench.step import StepOutcome, StepRunner
+from stream.bench.workload import load_workload
 from stream.kafka_local.broker import LocalCluster, free_port
-from stream.replay import replay
-from stream.tail import follow, format_rec
-from stream.topics import ensure_topics
+from stream.tail import format_rec
+
+WARMUP_EVENTS = 2000
 
 
 def _health(port: int) -> dict[str, object]:
@@ -53,10 +61,11 @@ def run_demo(dataset: str, *, rate: float, limit: int | None, show: int, keep_br
     print(f"[demo] starting Apache Kafka 3.9.2 (KRaft) under {cluster.data_dir} ...", flush=True)
     bootstrap = cluster.start()
     port = free_port()
+    wl = load_workload(folder)
     env = {
         **os.environ,
         "FUSIONREC_KAFKA_BOOTSTRAP": bootstrap,
-        "FUSIONREC_PLATFORMS": ",".join(dataset_platforms(folder)),
+        "FUSIONREC_PLATFORMS": ",".join(wl.platforms),
         "FUSIONREC_TOPIC_PREFIX": f"{run_id}.",
         "FUSIONREC_APP_ID": run_id,
         "FUSIONREC_WEB_PORT": str(port),
@@ -65,15 +74,21 @@ def run_demo(dataset: str, *, rate: float, limit: int | None, show: int, keep_br
     }
     os.environ.update(env)
     cfg = load_config()
-    asyncio.run(ensure_topics(cfg))
     print(f"[demo] broker ready at {bootstrap}; publishing the catalog of {folder} ...", flush=True)
-    items = asyncio.run(replay(cfg, folder, limit=0)).items
+    items, links = asyncio.run(publish_catalog(cfg, folder, wl))
     worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env)
     try:
-        print(f"[demo] worker started (pid {worker.pid}); encoding {items} items ...", flush=True)
+        print(f"[demo] worker started (pid {worker.pid}); encoding {items:,} items ...", flush=True)
         took = _wait_catalog(worker, port, items)
-        print(f"[demo] catalog encoded and indexed in {took:.1f}s; replaying events at {rate:.0f}/s", flush=True)
-        return asyncio.run(_replay_and_tail(cfg, folder, rate=rate, limit=limit, show=show))
+        print(f"[demo] catalog encoded and indexed in {took:.1f}s", flush=True)
+        count = limit if limit else len(wl) - WARMUP_EVENTS
+        with tempfile.TemporaryDirectory(prefix="fusionrec-demo-") as tmp:
+            wl_path = Path(tmp) / "workload.npz"
+            wl.save(wl_path)
+            groups = {"worker": [worker.pid], "broker": [pid for n in cluster.nodes if (pid := n.pid()) is not None]}
+            outcome = asyncio.run(_offer(cfg, env, wl_path, Path(tmp), groups, rate=rate, count=count, show=show))
+        _report(outcome, folder, items, links)
+        return 0 if outcome.latency.answered >= outcome.latency.published else 1
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -81,39 +96,48 @@ def run_demo(dataset: str, *, rate: float, limit: int | None, show: int, keep_br
             cluster.stop()
 
 
-async def _replay_and_tail(cfg, folder: Path, *, rate: float, limit: int | None, show: int) -> int:  # type: ignore[no-untyped-def]
-    latencies: list[float] = []
-    received: list[float] = []
-    people: set[str] = set()
-    replay_done = asyncio.Event()
-    stats_box: list[object] = []
+async def _offer(
+    cfg: Config, env: dict[str, str], wl_path: Path, tmp: Path, groups: dict[str, list[int]], *, rate: float, count: int, show: int
+) -> StepOutcome:
+    shown: list[str] = []
 
-    async def produce() -> None:
-        stats_box.append(await replay(cfg, folder, rate=rate, limit=limit, skip_items=True))
-        replay_done.set()
+    def print_some(value: bytes, received_ms: float) -> None:
+        if len(shown) < show:
+            rec = decode_recommendation(value)
+            shown.append(rec.event_id)
+            print("  " + format_rec(rec, received_ms), flush=True)  # latency from the scheduled send
 
-    producer = asyncio.create_task(produce())
-    shown = 0
-    async for rec, received_ms in follow(cfg, from_beginning=True, idle_timeout_s=30):
-        if rec.event_produced_at_ms:
-            latencies.append(received_ms - rec.event_produced_at_ms)
-        received.append(received_ms)
-        if shown < show and (rec.person_id in people or len(people) < 3):
-            people.add(rec.person_id)
-            print("  " + format_rec(rec, received_ms), flush=True)
-            shown += 1
-        if replay_done.is_set() and len(received) >= stats_box[0].events:  # type: ignore[attr-defined]
-            break
-    await producer
-    stats = stats_box[0]
-    lat = np.array(latencies)
-    span_s = (max(received) - min(received)) / 1000 if len(received) > 1 else float("nan")
+    collector = Collector(cfg.kafka, cfg.kafka.recs_topic)
+    await collector.start()
+    runner = StepRunner(env, wl_path, collector, lambda: groups, tmp, log=lambda line: print(line, flush=True))
+    try:
+        print(f"[demo] warm-up: {WARMUP_EVENTS:,} events (not measured) ...", flush=True)
+        await runner.run("warm", 0.0, WARMUP_EVENTS, 0, abort=False, drain_idle_s=60.0, drain_max_s=900.0)
+        print(f"[demo] offering {count:,} events at {rate:,.0f}/s, open loop; a few recommendations as they arrive:", flush=True)
+        return await runner.run(
+            "demo", rate, count, WARMUP_EVENTS, abort=False, drain_idle_s=30.0, drain_max_s=900.0,
+            on_started=lambda: setattr(collector, "on_record", print_some),
+        )  # fmt: skip
+    finally:
+        await collector.stop()
+
+
+def _report(o: StepOutcome, folder: Path, items: int, links: int) -> None:
+    lat = o.latency
+    ms = lambda v: "never (unanswered events)" if not math.isfinite(v) else f"{v:,.0f} ms"  # noqa: E731
+    worker_us = o.cpu_us_per_event("worker")
+    share = o.cpu_share
     print()
-    print(f"[demo] events published : {stats.events} at {stats.events_per_s:.0f}/s offered")  # type: ignore[attr-defined]
-    print(f"[demo] recommendations  : {len(received)} received")
-    print(f"[demo] throughput       : {len(received) / span_s:.0f} events/s through the worker")
+    print(f"[demo] dataset          : {folder} ({items:,} items{f', {links:,} identity links' if links else ''})")
+    print(f"[demo] offered          : {lat.published:,} events at {o.asked_rate:,.0f}/s ({o.achieved_rate or 0:,.0f}/s achieved), 1 worker")
+    print(f"[demo] answered         : {lat.answered:,} ({100 * lat.answered_fraction:.2f} %)")
+    print(f"[demo] throughput       : {o.answered_per_s or 0:,.0f} events/s answered (first scheduled send to last answer)")
     print(
-        f"[demo] event -> recommendation latency: median {np.median(lat):.1f} ms, "
-        f"p95 {np.percentile(lat, 95):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms"
+        f"[demo] latency, receipt - scheduled send: p50 {ms(lat.p50_ms)}, p95 {ms(lat.p95_ms)}, "
+        f"p99 {ms(lat.p99_ms)}, max {ms(lat.max_ms)}"
     )
-    return 0 if len(received) >= stats.events else 1  # type: ignore[attr-defined]
+    print(
+        f"[demo] CPU              : worker {worker_us or 0:,.0f} µs/event; share of the machine: worker "
+        f"{share.get('worker', 0):.0%}, broker {share.get('broker', 0):.0%}, publisher {share.get('publisher', 0):.0%}, "
+        f"this process {share.get('collector', 0):.0%}, other {share.get('other', 0):.0%}"
+    )

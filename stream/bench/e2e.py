@@ -1,492 +1,427 @@
-"""End to end through the real broker: saturation events/s and event→recommendation latency.
+"""End to end through a real broker: the sustained rate, open-loop latency and CPU per event.
 
-A throw-away Apache Kafka broker (``LocalCluster`` under a temp dir, free port), a fresh topic prefix
-per run, the catalog published, then 1 (and 2) ``fusionrec worker`` processes.  A publisher runs in
-its own process (``python -m stream.bench.e2e publish``) so it never competes with the measuring
-consumer in one event loop.  Phases, each bounded in time:
+For each run (a workload, a catalog, 1 or more ``fusionrec worker`` processes in one group):
 
-* warm-up: a few thousand events, drained;
-* fixed offered loads (1k and 5k events/s): the publisher paces itself and reports what it really
-  offered; latency = the recommendation's ``produced_at_ms`` (the worker's clock when it published)
-  minus ``event_produced_at_ms`` (the event's Kafka timestamp, set when the publisher sent it);
-* saturation: N events as fast as the publisher goes; recommendations/s over the steady middle
-  (10%..90% of the recommendations by publish time).
+1. fresh topics (own prefix and group) on the bench's throw-away broker; the catalog and the identity
+   links are published before the workers start; the workers load (encode) the catalog;
+2. warm-up: ``warmup_events`` published as fast as possible and drained, so the online learner has
+   trained and published its weights before anything is measured;
+3. the search (``search.py``): offered-rate steps of ``step_s`` seconds each, open loop
+   (``publisher.py``), latency = receipt of the recommendation − the event's scheduled send time
+   (``latency.py``), each step drained before the next (``step.py``); a step passes when p99 ≤ 1 s
+   and ≥ 99.9 % of its events were answered; the sustained rate is the highest passing offered rate;
+4. per step, CPU of every process group (workers, broker, publisher, the bench's own consumer) as a
+   share of the machine, and the workers' CPU µs per answered event.
 
-Events are the dataset's, cycled, with fresh event ids per phase and timestamps that only grow (so
-nothing is rejected as duplicate or out of order; the dataset's real timing is not kept).
+Workloads: the synthetic generator (``synthetic.py``; default: 2 platforms, 100k people, catalogs of
+8,000 and 100,000 items) or a dataset folder (``--dataset``), converted by ``workload.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
+import math
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-WARMUP_EVENTS = 3000
-SATURATION_EVENTS = 20000
-DRAIN_IDLE_S = 20.0  # a worker's micro-batch can take seconds on a loaded 2-core machine
-DRAIN_MAX_S = 90.0  # per phase; a phase that has not drained by then is reported complete=false
-STEADY_MIN_RECS = 1000  # fewer recommendations than this span too few batches for a steady rate
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from stream.bench.catalog import publish_catalog
+from stream.bench.collector import Collector
+from stream.bench.profile import aggregate_profile, start_py_spy
+from stream.bench.search import SearchPlan, Tried, next_rate, sustained_index
+from stream.bench.step import StepOutcome, StepRunner, describe
+from stream.bench.synthetic import SyntheticSpec, ensure_synthetic
+from stream.bench.workers import (
+    BLAS_ENV,
+    log_tail,
+    recs_counters,
+    run_env,
+    start_broker,
+    start_workers,
+    stop_workers,
+    vm_hwm_mb,
+    wait_ready,
+)
+from stream.bench.workload import WORKLOAD_FILE, Workload, distinct_per_batch, load_workload
+
+__all__ = ["E2EPlan", "bench_e2e", "run_summary", "headline"]
+
+METHOD = (
+    "open loop: event i of a step is scheduled at t_start + i/rate and sent on schedule whatever the worker "
+    "does; latency = the bench consumer's receipt of the recommendation - the event's scheduled send time "
+    "(wall clock, one machine); an unanswered event counts as infinite; percentiles are nearest-rank over "
+    "every published event; a step passes when p99 <= 1000 ms and >= 99.9 % of its events are answered; "
+    "sustained rate = the highest passing offered rate (steps climb geometrically, then one bisection); "
+    "worker CPU = utime+stime of the worker process trees over the step (from /proc) / answered events"
+)
+SETTLE_S = 5.0
+"""Pause after the warm-up: with several workers, the group's last rebalance can end after every
+worker's catalog is ready, and a step must not measure a rebalance."""
 
 
-# ------------------------------------------------------------------------------------- publisher
+@dataclass(frozen=True)
+class E2EPlan:
+    """What the end-to-end bench runs (built from the CLI options)."""
+
+    dataset: str | None = None  # a dataset folder; None: the synthetic workload
+    catalogs: tuple[int, ...] = (8_000, 100_000)  # synthetic catalog sizes, one run each with 1 worker
+    workers: tuple[int, ...] = (1, 2)  # worker counts; counts > 1 run on the first catalog only
+    people: int = 100_000
+    platforms: int = 2
+    events: int = 1_000_000
+    seed: int = 0
+    step_s: float = 30.0
+    warmup_events: int = 10_000
+    search: SearchPlan = SearchPlan()
+    device: str = "auto"
+    worker: str = "fusionrec"  # or "echo": the harness's ceiling (stream/bench/echo_worker.py)
+    profile_dir: str | None = None
+    drain_idle_s: float = 20.0
+    drain_max_s: float = 300.0
 
 
-def publisher_main(argv: list[str]) -> int:
-    """``python -m stream.bench.e2e publish``: pre-encode events, then send them at ``--rate``."""
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--tag", required=True)
-    p.add_argument("--start", type=int, required=True)
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--rate", type=float, default=0.0)
-    p.add_argument("--t0", type=float, required=True)
-    p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
-    stats = asyncio.run(publish(a.dataset, a.tag, a.start, a.count, a.rate, a.t0))
-    Path(a.out).write_text(json.dumps(stats))
-    return 0
+def plan_from_options(options: Any) -> E2EPlan:
+    """The plan from ``BenchOptions`` (``--quick``: a tiny synthetic set, 5 s steps, a short ladder)."""
+    search = SearchPlan(
+        start_rate=options.e2e_start_rate,
+        factor=options.e2e_rate_factor,
+        max_rate=options.e2e_max_rate,
+        rates=tuple(options.e2e_rates),
+        refinements=options.e2e_refinements,
+    )
+    plan = E2EPlan(
+        dataset=options.e2e_dataset,
+        catalogs=tuple(options.e2e_catalogs),
+        workers=tuple(options.e2e_workers),
+        people=options.e2e_people,
+        platforms=options.e2e_platforms,
+        events=options.e2e_events,
+        seed=options.e2e_seed,
+        step_s=options.e2e_step_s,
+        warmup_events=options.e2e_warmup_events,
+        search=search,
+        device=options.device,
+        worker=options.e2e_worker,
+        profile_dir=options.profile_dir,
+    )
+    if options.quick:
+        given = options.extra.get("e2e_given", set())
+        plan = replace(
+            plan,
+            catalogs=plan.catalogs if "catalogs" in given else (1_000,),
+            people=plan.people if "people" in given else 5_000,
+            events=plan.events if "events" in given else 50_000,
+            step_s=plan.step_s if "step_s" in given else 5.0,
+            warmup_events=plan.warmup_events if "warmup_events" in given else 500,
+            search=search if "rates" in given else replace(search, start_rate=100.0, factor=2.0, max_rate=400.0),
+        )
+    return plan
 
 
-def encoded_events(dataset: str, tag: str, start: int, count: int, t0: float, topic_of: Any) -> list[tuple[str, bytes, bytes]]:
-    from fusionrec.contracts import BehaviorEvent, encode
-    from fusionrec.dataset import read_events
+# ------------------------------------------------------------------------------------------ runs
 
-    base = [r.event for r in read_events(dataset)]
-    out = []
-    for i in range(start, start + count):
-        e = base[i % len(base)]
-        ev = BehaviorEvent(
-            event_id=f"{tag}:{i}", ts=t0 + i * 0.001, platform=e.platform, user_id=e.user_id,
-            item_id=e.item_id, event_type=e.event_type, value=e.value,
-        )  # fmt: skip
-        out.append((topic_of(e.platform), e.user_id.encode(), encode(ev)))
+
+def bench_e2e(
+    options: Any, log: Callable[[str], None] = print, partial: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every run of the plan on one throw-away broker; the JSON section ``e2e``.
+
+    ``partial`` gets the section after every run: a long run (the first start on a 100k catalog
+    encodes for many minutes) keeps what it measured if it is stopped later.
+    """
+    plan = plan_from_options(options)
+    tmp = Path(tempfile.mkdtemp(prefix="fusionrec-bench-"))
+    cluster: Any = None
+    out: dict[str, Any] = {"method": METHOD, "plan": _plan_json(plan), "runs": {}}
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    try:
+        cluster, bootstrap = start_broker(tmp)
+        out["broker"] = f"Apache Kafka (LocalCluster, 1 node, own data dir and free port) at {bootstrap}"
+        for key, folder, n_workers in _runs(plan, log):
+            log(f"[bench] e2e run {key}: {n_workers} worker(s), workload {folder.name}")
+            out["runs"][key] = run_one(plan, cluster, bootstrap, folder, n_workers, tmp, key, log)
+            if partial is not None:
+                partial({**out, **headline(out["runs"], plan), "partial": True})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if cluster is not None:
+            cluster.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    out.update(headline(out["runs"], plan))
     return out
 
 
-async def publish(dataset: str, tag: str, start: int, count: int, rate: float, t0: float) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
+def _runs(plan: E2EPlan, log: Callable[[str], None]) -> list[tuple[str, Path, int]]:
+    """(run key, dataset folder, workers): 1 worker per catalog, more workers on the first catalog."""
+    if plan.dataset:
+        folder = Path(plan.dataset)
+        return [(f"w{n}-{folder.resolve().name}", folder, n) for n in plan.workers]
+    runs: list[tuple[str, Path, int]] = []
+    for k, items in enumerate(plan.catalogs):
+        spec = SyntheticSpec(items=items, people=plan.people, platforms=plan.platforms, events=plan.events, seed=plan.seed)
+        started = time.monotonic()
+        folder = ensure_synthetic(spec)
+        log(f"[bench] synthetic workload {folder} ({time.monotonic() - started:.1f}s)")
+        counts = plan.workers if k == 0 else tuple(n for n in plan.workers if n == 1)
+        runs += [(f"w{n}-c{items}", folder, n) for n in counts]
+    return runs
 
+
+def run_one(
+    plan: E2EPlan, cluster: Any, bootstrap: str, folder: Path, n_workers: int, tmp: Path, key: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Fresh topics, catalog and links, ``n_workers`` workers, warm-up, the search; workers always stopped."""
     from fusionrec.config import load_config
-    from stream.kafka_settings import client_kwargs
 
-    cfg = load_config()
-    messages = encoded_events(dataset, tag, start, count, t0, cfg.kafka.events_topic)
-    producer = AIOKafkaProducer(**client_kwargs(cfg.kafka), acks=1, linger_ms=5, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        begin = time.monotonic()
-        begin_ms = time.time() * 1000
-        sent = 0
-        while sent < count:
-            due = count if rate <= 0 else min(count, int((time.monotonic() - begin) * rate) + 1)
-            while sent < due:
-                topic, key, value = messages[sent]
-                await producer.send(topic, value, key=key)
-                sent += 1
-            if sent < count:
-                await asyncio.sleep(max(0.0, begin + sent / rate - time.monotonic()) or 0.0005)
-        last_send = time.monotonic()
-        await producer.flush()
-        flushed = time.monotonic()
-    finally:
-        await producer.stop()
-    seconds = max(last_send - begin, 1e-9)
-    return {
-        "published": count,
-        "send_seconds": round(seconds, 3),
-        "flush_seconds": round(flushed - last_send, 3),
-        "offered_per_s": count / seconds,
-        "start_ms": begin_ms,
-        "asked_rate": rate,
-    }
-
-
-# -------------------------------------------------------------------------------------- workers
-
-
-def _get(port: int, path: str, timeout_s: float = 2.0) -> bytes:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
-            return bytes(resp.read())
-    except OSError:
-        return b""
-
-
-def wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]], items: int, timeout_s: float = 600) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        ready = 0
-        for proc, port in workers:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker pid {proc.pid} exited with code {proc.returncode}")
-            health = orjson.loads(_get(port, "/health") or b"{}")
-            ready += bool(health.get("catalog_ready") and health.get("items") == items)
-        if ready == len(workers):
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise RuntimeError(f"workers not ready with {items} items after {timeout_s}s")
-
-
-def vm_hwm_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def metric_value(text: str, name: str) -> float | None:
-    """Sum of the samples of counter ``name`` (every label set); None when the page is empty."""
-    if not text:
-        return None  # the worker did not answer in time (its event loop was busy with a batch)
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and not line.startswith("#"):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                pass
-    return total
-
-
-def recs_counters(workers: list[tuple[subprocess.Popen[bytes], int]]) -> list[float | None]:
-    """Each worker's ``fusionrec_recommendations_total`` (None: /metrics did not answer in 10 s)."""
-    return [metric_value(_get(port, "/metrics", 10.0).decode(), "fusionrec_recommendations_total") for _, port in workers]
-
-
-# ---------------------------------------------------------------------------------- measurement
-
-
-class Collector:
-    """Reads the recs topic from the beginning; keeps per-phase timings of every recommendation."""
-
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
-        self.rows: dict[str, list[tuple[float, float, float]]] = {}  # tag -> (produced, event_produced, received)
-        self.last_new = time.monotonic()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        from stream.kafka_settings import client_kwargs
-
-        self.consumer = AIOKafkaConsumer(
-            self.cfg.kafka.recs_topic, **client_kwargs(self.cfg.kafka), group_id=None,
-            auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
-        )  # fmt: skip
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=5000)
-            now_ms = time.time() * 1000
-            for records in batches.values():
-                for r in records:
-                    m = orjson.loads(r.value)
-                    tag = m["event_id"].split(":", 1)[0]
-                    self.rows.setdefault(tag, []).append((m["produced_at_ms"], m.get("event_produced_at_ms") or np.nan, now_ms))
-                    self.last_new = time.monotonic()
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        await self.consumer.stop()
-
-    def count(self, tag: str) -> int:
-        return len(self.rows.get(tag, ()))
-
-    async def drain(self, tag: str, expected: int, *, idle_s: float = DRAIN_IDLE_S, max_s: float = DRAIN_MAX_S) -> float:
-        start = time.monotonic()
-        while self.count(tag) < expected and time.monotonic() - start < max_s:
-            if time.monotonic() - max(self.last_new, start) > idle_s:
-                break
-            await asyncio.sleep(0.2)
-        return time.monotonic() - start
-
-
-def phase_figures(rows: list[tuple[float, float, float]], published: int) -> dict[str, Any]:
-    if not rows:
-        return {"received": 0, "published": published, "complete": False}
-    a = np.array(rows, dtype=np.float64)
-    produced, event_ms, received = a[:, 0], a[:, 1], a[:, 2]
-    order = np.sort(produced)
-    lo, hi = int(0.1 * len(order)), max(int(0.9 * len(order)) - 1, 0)
-    enough = len(rows) >= min(published, STEADY_MIN_RECS) and len(rows) >= 0.9 * published
-    steady = (hi - lo) / ((order[hi] - order[lo]) / 1000) if enough and hi > lo and order[hi] > order[lo] else float("nan")
-    lat = produced - event_ms
-    lat = lat[np.isfinite(lat)]
-    deliver = received - event_ms
-    deliver = deliver[np.isfinite(deliver)]
-    pct = lambda x, q: float(np.percentile(x, q)) if len(x) else float("nan")  # noqa: E731
-    return {
-        "published": published,
-        "received": len(rows),
-        "complete": len(rows) >= published,
-        "recs_per_s_steady": steady,
-        "recs_per_s_overall": len(rows) / max((order[-1] - np.nanmin(event_ms)) / 1000, 1e-9),
-        "received_fraction": round(len(rows) / published, 4) if published else 1.0,
-        "p50_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "p99_ms": pct(lat, 99),
-        "max_ms": float(lat.max()) if len(lat) else float("nan"),
-        "delivered_p50_ms": pct(deliver, 50),
-        "delivered_p99_ms": pct(deliver, 99),
-    }
-
-
-# ------------------------------------------------------------------------------------- one run
-
-
-async def run_phases(cfg: Any, env: dict[str, str], options: Any, workers: list[tuple[subprocess.Popen[bytes], int]], tmp: Path, run_tag: str) -> dict[str, Any]:
-    collector = Collector(cfg)
-    await collector.start()
-    t0 = time.time() - 30 * 86400
-    cursor = 0
-    results: dict[str, Any] = {}
-    quick = options.quick
-
-    async def phase(name: str, count: int, rate: float, *, profile: bool = False) -> dict[str, Any]:
-        nonlocal cursor
-        tag = f"{run_tag}{name}"
-        out = tmp / f"pub-{tag}.json"
-        cmd = [sys.executable, "-m", "stream.bench.e2e", "publish", "--dataset", options.dataset, "--tag", tag,
-               "--start", str(cursor), "--count", str(count), "--rate", str(rate), "--t0", str(t0), "--out", str(out)]  # fmt: skip
-        cursor += count
-        metrics_before = recs_counters(workers)
-        pub = await asyncio.create_subprocess_exec(*cmd, env=env)
-        spy = None
-        if profile and options.profile_dir:
-            Path(options.profile_dir).mkdir(parents=True, exist_ok=True)
-            raw_path = Path(options.profile_dir) / f"worker-{tag}.raw.txt"
-            spy = subprocess.Popen(
-                [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(workers[0][0].pid), "-d", "15",
-                 "-r", "50", "--nonblocking", "-f", "raw", "-o", str(raw_path)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-        await pub.wait()
-        stats = json.loads(out.read_text())
-        drained = await collector.drain(tag, count)
-        fig = phase_figures(collector.rows.get(tag, []), count)
-        fig.update(offered_per_s=stats["offered_per_s"], asked_per_s=rate or None, send_seconds=stats["send_seconds"], drain_wait_s=round(drained, 1))
-        metrics_after = recs_counters(workers)
-        fig["recommendations_per_worker"] = [None if a is None or b is None else round(b - a) for a, b in zip(metrics_before, metrics_after)]
-        if spy is not None:
-            spy.wait(timeout=60)
-            fig["profile"] = aggregate_profile(raw_path)
-        return fig
-
-    try:
-        results["warmup"] = await phase("warm", 500 if quick else WARMUP_EVENTS, 0.0)
-        loads = options.e2e_loads
-        phase_s = 5.0 if quick else options.e2e_phase_s
-        if loads:
-            results[f"load_{int(loads[0])}"] = await phase(f"l{int(loads[0])}", int(loads[0] * phase_s), loads[0])
-        results["saturation"] = await phase("sat", 3000 if quick else SATURATION_EVENTS, 0.0, profile=len(workers) == 1)
-        for load in loads[1:]:
-            results[f"load_{int(load)}"] = await phase(f"l{int(load)}", int(load * phase_s), load)
-    finally:
-        await collector.stop()
-    return results
-
-
-def run_env(options: Any, bootstrap: str, run_id: str) -> dict[str, str]:
-    """Environment of one run's clients and workers: own topic prefix and group, the bench's broker."""
-    from fusionrec.dataset import dataset_platforms
-
-    return {
-        **os.environ,
-        "FUSIONREC_KAFKA_BOOTSTRAP": bootstrap,
-        "FUSIONREC_PLATFORMS": ",".join(dataset_platforms(options.dataset)),
-        "FUSIONREC_TOPIC_PREFIX": f"{run_id}.",
-        "FUSIONREC_APP_ID": run_id,
-        "FUSIONREC_PARTITIONS": "4",
-        "FUSIONREC_DEVICE": "cpu" if options.device == "cpu" else os.environ.get("FUSIONREC_DEVICE", "auto"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-
-
-def start_workers(env: dict[str, str], n: int, run_dir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
-    """``n`` ``fusionrec worker`` processes, each with its own web port, data dir and log file."""
-    from stream.kafka_local.broker import free_port
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    workers: list[tuple[subprocess.Popen[bytes], int]] = []
-    try:
-        for w in range(n):
-            port = free_port()
-            wenv = {**env, "FUSIONREC_WEB_PORT": str(port), "FUSIONREC_DATA_DIR": str(run_dir / f"worker{w}")}
-            with open(run_dir / f"worker{w}.log", "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=wenv, stdout=log, stderr=subprocess.STDOUT)
-            workers.append((proc, port))
-    except BaseException:
-        stop_workers(workers)
-        raise
-    return workers
-
-
-def stop_workers(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
-    """SIGTERM every worker, wait up to 60 s each, then SIGKILL what is left."""
-    for proc, _ in workers:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc, _ in workers:
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def one_run(options: Any, bootstrap: str, n_workers: int, n_items: int, tmp: Path) -> dict[str, Any]:
-    """Fresh topics and catalog, ``n_workers`` workers, the phases; the workers are always stopped."""
-    from fusionrec.config import load_config
-    from stream.replay import replay
-
-    run_id = f"bench{int(time.time())}w{n_workers}"
-    env = run_env(options, bootstrap, run_id)
+    wl = load_workload(folder)
+    wl_path = folder / WORKLOAD_FILE if (folder / WORKLOAD_FILE).exists() else tmp / f"{key}.npz"
+    if not wl_path.exists():
+        wl.save(wl_path)
+    run_id = f"bench{int(time.time())}{key.replace('-', '')}"
+    env = run_env(bootstrap, run_id, list(wl.platforms), plan.device)
     cfg = load_config(env=env)
-    asyncio.run(replay(cfg, options.dataset, limit=0))  # topics + the catalog
-    workers = start_workers(env, n_workers, tmp / run_id)
+    n_items, links = asyncio.run(publish_catalog(cfg, folder, wl))
+    log(f"[bench]   catalog published: {n_items} items, {links} identity links")
+    workers = start_workers(env, n_workers, tmp / run_id, plan.worker)
     try:
         ready_s = wait_ready(workers, n_items)
-        phases = asyncio.run(run_phases(cfg, env, options, workers, tmp, f"{run_id}-"))
-        phases["catalog_ready_s"] = round(ready_s, 1)
-        phases["worker_peak_rss_mb"] = [vm_hwm_mb(p.pid) for p, _ in workers]
-        phases["worker_env"] = {k: env[k] for k in BLAS_ENV if k in env}
-        return phases
+        log(f"[bench]   {n_workers} worker(s) ready in {ready_s:.0f}s")
+        broker_pids = [pid for node in cluster.nodes if (pid := node.pid()) is not None]
+        groups = lambda: {**{f"worker{k}": [p.pid] for k, (p, _) in enumerate(workers)}, "broker": broker_pids}  # noqa: E731
+        result = asyncio.run(_search(plan, cfg, env, wl, wl_path, workers, groups, tmp, log))
+        result.update(
+            worker=plan.worker,
+            workers=n_workers,
+            catalog_items=n_items,
+            workload=wl.name,
+            platforms=list(wl.platforms),
+            people=len(wl.persons),
+            identity_links=links,
+            catalog_ready_s=round(ready_s, 1),
+            worker_peak_rss_mb=[vm_hwm_mb(p.pid) for p, _ in workers],
+            worker_env={k: env[k] for k in BLAS_ENV if k in env},
+        )
+        return result
     except BaseException:
         for w in range(n_workers):
-            print(f"[bench] worker{w} log tail:\n{log_tail(tmp / run_id / f'worker{w}.log')}", file=sys.stderr)
+            log(f"[bench] worker{w} log tail:\n{log_tail(tmp / run_id / f'worker{w}.log')}")
         raise
     finally:
         stop_workers(workers)
+
+
+async def _search(
+    plan: E2EPlan,
+    cfg: Any,
+    env: dict[str, str],
+    wl: Workload,
+    wl_path: Path,
+    workers: list[Any],
+    groups: Callable[[], dict[str, list[int]]],
+    tmp: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    collector = Collector(cfg.kafka, cfg.kafka.recs_topic)
+    await collector.start()
+    runner = StepRunner(env, wl_path, collector, groups, tmp, log)
+    tag = cfg.worker.app_id
+    cursor = 0
+    try:
+        # warm-up: as fast as the publisher goes, drained before anything is measured
+        warm = await runner.run(f"{tag}-warm", 0.0, plan.warmup_events, cursor, abort=False, drain_idle_s=60.0, drain_max_s=1800.0)
+        cursor += plan.warmup_events
+        await asyncio.sleep(SETTLE_S)
+        log(
+            f"[bench]   warm-up: {warm.latency.answered:,}/{warm.latency.published:,} answered, "
+            f"{warm.window_s:.1f}s ({warm.latency.answered / max(warm.window_s, 1e-9):,.0f} events/s)"
+        )
+        done: list[Tried] = []
+        steps: list[StepOutcome] = []
+        recs_by_worker: list[list[float | None]] = []
+        spans: list[tuple[int, int]] = []  # (first workload event, events published) of each step
+        while (nxt := next_rate(plan.search, done)) is not None:
+            rate, kind = nxt
+            count = max(1, round(rate * plan.step_s))
+            before = await asyncio.to_thread(recs_counters, workers)
+            o = await runner.run(
+                f"{tag}-s{len(steps) + 1}-r{round(rate)}", rate, count, cursor,
+                drain_idle_s=plan.drain_idle_s, drain_max_s=plan.drain_max_s,
+            )  # fmt: skip
+            after = await asyncio.to_thread(recs_counters, workers)
+            recs_by_worker.append([None if a is None or b is None else b - a for a, b in zip(before, after)])
+            spans.append((cursor, o.latency.published))
+            cursor += o.latency.published
+            steps.append(o)
+            done.append(Tried(rate, o.passed, kind))
+            log(f"[bench]   step {len(steps)} ({kind}): {describe(o)}")
+            dead = [k for k, (p, _) in enumerate(workers) if p.poll() is not None]
+            if dead:  # a crash is not a rate limit: no figure from here on would mean anything
+                raise RuntimeError(f"worker(s) {dead} exited during step {len(steps)}")
+            if not o.drained:
+                log(f"[bench]   step {len(steps)} did not drain within its limits: the search stops here")
+                break
+        profile = None
+        if plan.profile_dir:
+            best = sustained_index(done)
+            rate = done[best].rate if best is not None else min(t.rate for t in done)
+            profile = await _profile_step(plan, runner, workers, f"{tag}-profile", rate, cursor)
+    finally:
+        await collector.stop()
+    persons = np.concatenate([wl.ev_person[wl.indices(s, n)] for s, n in spans]) if spans else np.array([], dtype=np.int32)
+    summary = run_summary(steps, [t.kind for t in done], recs_by_worker, len(workers))
+    summary["warmup"] = warm.as_json()
+    summary["distinct_people_per_batch_detail"] = distinct_per_batch(persons)
+    summary["distinct_people_per_batch"] = summary["distinct_people_per_batch_detail"]["mean"]
+    summary["collector_unknown_answers"] = collector.unknown  # answers to no registered step (late ones)
+    if profile is not None:
+        summary["profile"] = profile
+    return summary
+
+
+async def _profile_step(plan: E2EPlan, runner: StepRunner, workers: list[Any], tag: str, rate: float, cursor: int) -> dict[str, Any]:
+    """One extra step at ``rate`` with py-spy on the first worker (not part of the search)."""
+    seconds = int(min(plan.step_s, 20.0))
+    raw = Path(plan.profile_dir or ".") / f"worker-{tag}.raw.txt"
+    spy: list[Any] = []
+    o = await runner.run(
+        tag, rate, max(1, round(rate * seconds)), cursor, abort=False,  # the profile must cover the whole step
+        on_started=lambda: spy.append(start_py_spy(workers[0][0].pid, seconds, raw)),
+    )  # fmt: skip
+    if not spy or spy[0] is None:
+        return {"error": "py-spy not found (pip install py-spy)", "step": o.as_json()}
+    await asyncio.to_thread(spy[0].wait, 120)
+    return {"rate": rate, "seconds": seconds, "step": o.as_json(), **aggregate_profile(raw)}
+
+
+# --------------------------------------------------------------------------------------- figures
+
+
+def run_summary(
+    steps: list[StepOutcome], kinds: list[str], recs_by_worker: list[list[float | None]], n_workers: int
+) -> dict[str, Any]:
+    """The run's figures at its sustained rate, and every step."""
+    tried = [Tried(o.asked_rate, o.passed) for o in steps]
+    best = sustained_index(tried)
+    rows = []
+    for o, kind, recs in zip(steps, kinds, recs_by_worker):
+        row = {"kind": kind, **o.as_json(), **_worker_cpu(o, recs, n_workers)}
+        rows.append(row)
+    out: dict[str, Any] = {"steps": rows, "sustained_step": best}
+    if best is None:
+        out.update(
+            sustained_events_per_s=0.0,
+            sustained_achieved_events_per_s=None,
+            p50_ms_at_sustained=None,
+            p95_ms_at_sustained=None,
+            p99_ms_at_sustained=None,
+            max_ms_at_sustained=None,
+            answered_fraction_at_sustained=None,
+            worker_cpu_us_per_event=None,
+            worker_cpu_us_per_event_by_worker=None,
+            cpu_share_at_sustained=None,
+        )
+    else:
+        o, row = steps[best], rows[best]
+        out.update(
+            sustained_events_per_s=o.asked_rate,
+            sustained_achieved_events_per_s=row["achieved_rate"],
+            p50_ms_at_sustained=row["p50_ms"],
+            p95_ms_at_sustained=row["p95_ms"],
+            p99_ms_at_sustained=row["p99_ms"],
+            max_ms_at_sustained=row["max_ms"],
+            answered_fraction_at_sustained=row["answered_fraction"],
+            worker_cpu_us_per_event=row["worker_cpu_us_per_event"],
+            worker_cpu_us_per_event_by_worker=row["worker_cpu_us_per_event_by_worker"],
+            cpu_share_at_sustained=o.cpu_share,
+        )
+    fails = [k for k, o in enumerate(steps) if not o.passed and (best is None or o.asked_rate > steps[best].asked_rate)]
+    first_fail = min(fails, key=lambda k: steps[k].asked_rate) if fails else None
+    out["first_failing_rate"] = steps[first_fail].asked_rate if first_fail is not None else None
+    return out
+
+
+def _worker_cpu(o: StepOutcome, recs: list[float | None], n_workers: int) -> dict[str, Any]:
+    """Workers' CPU per answered event: together, and each per the recommendations it published."""
+    names = [f"worker{k}" for k in range(n_workers)]
+    total = sum(o.cpu_s.get(n, 0.0) for n in names)
+    answered = o.latency.answered
+    per_worker = [
+        round(o.cpu_s[n] * 1e6 / r, 1) if r else None for n, r in zip(names, recs if recs else [None] * n_workers)
+    ]
+    return {
+        "worker_cpu_us_per_event": round(total * 1e6 / answered, 1) if answered else None,
+        "worker_cpu_us_per_event_by_worker": per_worker,
+        "worker_recommendations": [None if r is None else round(r) for r in recs],
+        "worker_cpu_share": round(sum(o.cpu_share.get(n, 0.0) for n in names), 4),
+    }
+
+
+HEADLINE_KEYS = (
+    "sustained_events_per_s",
+    "sustained_achieved_events_per_s",
+    "p99_ms_at_sustained",
+    "answered_fraction_at_sustained",
+    "worker_cpu_us_per_event",
+    "worker_cpu_us_per_event_by_worker",
+    "catalog_items",
+    "distinct_people_per_batch",
+    "cpu_share_at_sustained",
+    "first_failing_rate",
+    "workers",
+)
+
+
+def headline(runs: dict[str, dict[str, Any]], plan: E2EPlan) -> dict[str, Any]:
+    """Top-level keys: the first 1-worker run's figures, ``by_catalog`` and ``by_workers``.
+
+    The keys of the earlier bench stay, with the closest meaning: ``events_per_s`` is now the
+    sustained rate, ``offered_per_s`` the achieved offered rate of that step, ``p50/p95/p99_ms`` its
+    percentiles, ``events_per_s_by_workers`` the sustained rate of each worker count.
+    """
+    pick = lambda run: {k: run.get(k) for k in HEADLINE_KEYS}  # noqa: E731
+    one = {key: run for key, run in runs.items() if run.get("workers") == 1}
+    first = next(iter(one.values()), next(iter(runs.values()), {}))
+    by_catalog = {str(run["catalog_items"]): {"run": key, **pick(run)} for key, run in one.items()}
+    by_workers: dict[str, Any] = {}
+    for key, run in runs.items():
+        if run.get("catalog_items") == first.get("catalog_items"):
+            by_workers[str(run["workers"])] = {"run": key, **pick(run)}
+    step = first["steps"][first["sustained_step"]] if first.get("sustained_step") is not None else {}
+    nan = float("nan")
+    return {
+        **pick(first),
+        "by_catalog": by_catalog,
+        "by_workers": by_workers,
+        # the earlier keys
+        "events_per_s": first.get("sustained_events_per_s", nan),
+        "offered_per_s": step.get("achieved_rate") or nan,
+        "p50_ms": step.get("p50_ms"),
+        "p95_ms": step.get("p95_ms"),
+        "p99_ms": step.get("p99_ms"),
+        "complete_at_offered": step.get("passed"),
+        "events_per_s_by_workers": {f"workers_{n}": r["sustained_events_per_s"] for n, r in by_workers.items()},
+        "latency": METHOD,
+    }
+
+
+def _plan_json(plan: E2EPlan) -> dict[str, Any]:
+    out = asdict(plan)
+    out["search"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out["search"].items()}
+    return out
 
 
 def _sigterm_to_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # so that the finally blocks stop the workers and the broker
 
 
-def start_broker(tmp: Path, attempts: int = 3) -> tuple[Any, str]:
-    """A throw-away one-node cluster under ``tmp`` on a free port; (cluster, bootstrap).
-
-    A failed start is destroyed and retried with a fresh data dir: the local broker's random cluster id
-    occasionally begins with ``-``, which ``kafka-storage format -t`` then reads as an option.
-    """
-    from stream.kafka_local.broker import LocalCluster, free_port
-
-    for attempt in range(1, attempts + 1):
-        cluster = LocalCluster(tmp / f"kafka{attempt}", port=free_port())
-        try:
-            return cluster, cluster.start()
-        except BaseException as exc:
-            cluster.destroy()
-            if attempt == attempts or not isinstance(exc, Exception):
-                raise
-            print(f"[bench] broker start failed (attempt {attempt}), retrying with a fresh data dir", file=sys.stderr)
-    raise AssertionError("unreachable")
-
-
-def bench_e2e(options: Any) -> dict[str, Any]:
-    from fusionrec.dataset import read_items
-
-    tmp = Path(tempfile.mkdtemp(prefix="fusionrec-bench-"))
-    cluster: Any = None
-    n_items = sum(1 for _ in read_items(options.dataset))
-    out: dict[str, Any] = {"runs": {}}
-    previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
-    try:
-        cluster, bootstrap = start_broker(tmp)
-        out["broker"] = f"Apache Kafka (LocalCluster, 1 node, own data dir and free port) at {bootstrap}"
-        for n_workers in options.e2e_workers:
-            out["runs"][f"workers_{n_workers}"] = one_run(options, bootstrap, n_workers, n_items, tmp)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if cluster is not None:
-            cluster.destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
-    first = out["runs"].get(f"workers_{options.e2e_workers[0]}", {})
-    target = first.get(f"load_{int(options.e2e_loads[-1])}", {}) if options.e2e_loads else {}
-    out.update(
-        events_per_s=first.get("saturation", {}).get("recs_per_s_steady", float("nan")),
-        offered_per_s=target.get("offered_per_s", float("nan")),
-        p50_ms=target.get("p50_ms", float("nan")),
-        p95_ms=target.get("p95_ms", float("nan")),
-        p99_ms=target.get("p99_ms", float("nan")),
-        complete_at_offered=target.get("complete"),
-        workers=options.e2e_workers[0],
-        events_per_s_by_workers={
-            name: run.get("saturation", {}).get("recs_per_s_steady", float("nan")) for name, run in out["runs"].items()
-        },
-        latency="recommendation produced_at_ms - event Kafka timestamp (both wall clock, one machine); "
-        "percentiles over the recommendations received; complete=false means the worker fell behind and "
-        "the slowest events never arrived within the phase, so the percentiles are lower bounds",
-    )
-    return out
-
-
-# ---------------------------------------------------------------------------------------- profile
-
-
-def aggregate_profile(path: Path, top: int = 25) -> dict[str, Any]:
-    """py-spy ``-f raw`` (collapsed stacks) → share of samples per function, self and inclusive."""
-    if not path.exists():
-        return {"error": f"py-spy wrote no profile to {path}"}
-    self_c: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        count = int(n)
-        total += count
-        frames = [_frame(f) for f in stack.split(";")]
-        self_c[frames[-1]] += count
-        for f in set(frames):
-            incl[f] += count
-    share = lambda c: [(f, round(100 * n / total, 1)) for f, n in c.most_common(top)]  # noqa: E731
-    return {"samples": total, "file": str(path), "self_pct": share(self_c), "inclusive_pct": share(incl)}
-
-
-def _frame(frame: str) -> str:
-    """``func (path/to/file.py:123)`` → ``func (file.py)``."""
-    name, _, where = frame.partition(" (")
-    file = where.rstrip(")").rsplit(":", 1)[0]
-    parts = Path(file).parts
-    short = "/".join(parts[-2:]) if parts else file
-    return f"{name} ({short})"
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "publish":
-        sys.exit(publisher_main(sys.argv[2:]))
-    print("usage: python -m stream.bench.e2e publish ...", file=sys.stderr)
+    print("the end-to-end bench runs from `fusionrec bench --only e2e`; the publisher is stream.bench.publisher", file=sys.stderr)
     sys.exit(2)

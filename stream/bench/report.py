@@ -19,16 +19,29 @@ QUICK_INDEX_SIZES = (2_000,)
 
 @dataclass
 class BenchOptions:
-    dataset: str = DEFAULT_DATASET
+    dataset: str = DEFAULT_DATASET  # core and encoder (the CLI's --dataset sets e2e_dataset too)
     device: str = "auto"  # auto | cpu | cuda
     quick: bool = False  # tiny sizes, a smoke run
     skip_e2e: bool = False
     index_sizes: tuple[int, ...] | None = None
     only: tuple[str, ...] = ()  # subset of core, encoder, index, e2e (empty: all)
-    e2e_workers: tuple[int, ...] = (1, 2)
-    e2e_loads: tuple[float, ...] = (1000.0, 5000.0)
-    e2e_phase_s: float = 15.0
-    profile_dir: str | None = None  # py-spy the worker during the e2e saturation phase
+    # end to end (stream/bench/e2e.py): the sustained-rate search
+    e2e_dataset: str | None = None  # a dataset folder; None: the synthetic workload
+    e2e_catalogs: tuple[int, ...] = (8_000, 100_000)  # synthetic catalog sizes
+    e2e_workers: tuple[int, ...] = (1, 2)  # counts above 1 run on the first catalog only
+    e2e_people: int = 100_000
+    e2e_platforms: int = 2
+    e2e_events: int = 1_000_000
+    e2e_seed: int = 0
+    e2e_rates: tuple[float, ...] = ()  # an explicit ladder of offered rates (default: geometric)
+    e2e_start_rate: float = 500.0
+    e2e_rate_factor: float = 2**0.5
+    e2e_max_rate: float = 100_000.0
+    e2e_refinements: int = 1
+    e2e_step_s: float = 30.0
+    e2e_warmup_events: int = 10_000
+    e2e_worker: str = "fusionrec"  # "echo": measure the harness's own ceiling instead of the worker
+    profile_dir: str | None = None  # py-spy the worker during one extra step at the sustained rate
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +151,12 @@ def run_bench(options: BenchOptions, out: str | None = None, log: Any = print) -
     if "e2e" in wanted:
         from stream.bench.e2e import bench_e2e
 
-        stage("e2e", lambda: bench_e2e(options))
+        def partial_e2e(section: dict[str, Any]) -> None:
+            report["e2e"] = section
+            if out:
+                write(report, out)
+
+        stage("e2e", lambda: bench_e2e(options, log=log, partial=partial_e2e))
     report.setdefault("memory", {})["peak_rss_mb_end"] = round(peak_rss_mb(), 1)
     report["machine_info"]["loadavg_end"] = list(os.getloadavg())
     if out:
@@ -178,8 +196,19 @@ def summarise(name: str, r: dict[str, Any]) -> str:
     if name == "index":
         return f"{r['queries_per_s']:.0f} queries/s, overhead vs faiss {100 * r['overhead_vs_faiss']:.1f}% ({r['headline']})"
     if name == "e2e":
-        return (
-            f"{r['events_per_s']:.0f} events/s at saturation; at {r['offered_per_s']:.0f}/s offered "
-            f"p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+        return "; ".join(_e2e_line(key, run) for key, run in r.get("by_catalog", {}).items()) + "".join(
+            f"; {n} workers: {_e2e_line('', run)}" for n, run in r.get("by_workers", {}).items() if n != "1"
         )
     return json.dumps(r)[:200]
+
+
+def _e2e_line(catalog: str, r: dict[str, Any]) -> str:
+    """``sustained 5,657 events/s (p99 812 ms, worker 180 µs/event) at 8000 items``."""
+    where = f" at {catalog} items" if catalog else ""
+    if not r.get("sustained_events_per_s"):
+        return f"no offered rate passed{where} (first fail {r.get('first_failing_rate')}/s)"
+    cpu = r.get("worker_cpu_us_per_event")
+    return (
+        f"sustained {r['sustained_events_per_s']:,.0f} events/s (p99 {r.get('p99_ms_at_sustained')} ms, "
+        f"worker {'?' if cpu is None else f'{cpu:,.0f}'} µs/event){where}"
+    )

@@ -1,38 +1,68 @@
-"""The bench's pure helpers: phase figures, metric parsing, profile aggregation, the console summary.
+"""The bench's pure helpers: run and headline figures, metric parsing, profile aggregation, the summary.
 
 No timing is asserted here: benchmarks are commands (``fusionrec bench``), not tests.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from stream.bench.e2e import aggregate_profile, metric_value, phase_figures
+import numpy as np
+
+from stream.bench.e2e import E2EPlan, headline, run_summary
+from stream.bench.latency import step_figures
+from stream.bench.profile import aggregate_profile
 from stream.bench.report import summarise
+from stream.bench.step import StepOutcome
+from stream.bench.workers import metric_value
 
 
-def _rows(n: int, *, step_ms: float = 1.0, latency_ms: float = 20.0) -> list[tuple[float, float, float]]:
-    """``n`` recommendations produced ``step_ms`` apart, each ``latency_ms`` after its event."""
-    return [(1000.0 + i * step_ms + latency_ms, 1000.0 + i * step_ms, 1000.0 + i * step_ms + latency_ms + 1) for i in range(n)]
+def _outcome(rate: float, latency_ms: float, *, n: int = 1000, lost: int = 0, worker_cpu_s: float = 1.0, aborted: bool = False) -> StepOutcome:
+    scheduled = np.arange(n, dtype=np.float64) * 1000.0 / rate
+    received = scheduled + latency_ms
+    received[n - lost :] = np.nan
+    return StepOutcome(
+        tag=f"t-r{rate:.0f}", asked_rate=rate, latency=step_figures(scheduled, received),
+        publisher={"achieved_rate": rate * 0.999, "cpu_send_s": 0.1},
+        cpu_s={"worker0": worker_cpu_s, "broker": 0.5, "collector": 0.1, "publisher": 0.1},
+        cpu_share={"worker0": 0.5, "broker": 0.2, "publisher": 0.05, "collector": 0.05, "machine": 0.9, "other": 0.1},
+        window_s=n / rate, aborted=aborted, drained=True, drain_s=0.1, repeats=0, loadavg_1m=1.0,
+        start_ms=0.0, last_receipt_ms=float(np.nanmax(received)) if n > lost else None,
+    )  # fmt: skip
 
 
-def test_complete_phase_has_a_steady_rate_and_percentiles() -> None:
-    fig = phase_figures(_rows(2000), 2000)
-    assert fig["complete"] and fig["received_fraction"] == 1.0
-    assert math.isclose(fig["recs_per_s_steady"], 1000.0, rel_tol=0.01)
-    assert fig["p50_ms"] == fig["p99_ms"] == 20.0
+def _summary() -> dict:
+    steps = [_outcome(500, 100), _outcome(707, 300), _outcome(1000, 2000, aborted=True), _outcome(841, 500, lost=5)]
+    return run_summary(steps, ["ladder", "ladder", "ladder", "refine"], [[1000.0]] * 4, 1)
 
 
-def test_incomplete_phase_reports_no_steady_rate() -> None:
-    fig = phase_figures(_rows(76), 3000)  # a handful of recommendations from one batch
-    assert not fig["complete"]
-    assert math.isnan(fig["recs_per_s_steady"])
-    assert fig["received_fraction"] < 0.03
+def test_run_summary_picks_the_highest_pass() -> None:
+    s = _summary()
+    assert s["sustained_step"] == 1 and s["sustained_events_per_s"] == 707
+    assert s["p99_ms_at_sustained"] == 300.0 and s["answered_fraction_at_sustained"] == 1.0
+    assert s["worker_cpu_us_per_event"] == 1000.0  # 1 s of worker CPU over 1000 answered events
+    assert s["first_failing_rate"] == 841  # the refinement failed (0.5 % lost), the lowest fail above 707
+    assert [r["passed"] for r in s["steps"]] == [True, True, False, False]
+    assert s["steps"][2]["aborted"] and s["steps"][3]["answered_fraction"] == 0.995
 
 
-def test_empty_phase() -> None:
-    assert phase_figures([], 10) == {"received": 0, "published": 10, "complete": False}
+def test_run_summary_when_nothing_passes() -> None:
+    s = run_summary([_outcome(100, 5000)], ["ladder"], [[None]], 1)
+    assert s["sustained_events_per_s"] == 0.0 and s["p99_ms_at_sustained"] is None and s["first_failing_rate"] == 100
+    assert s["steps"][0]["worker_cpu_us_per_event_by_worker"] == [None]  # /metrics did not answer
+
+
+def test_headline_keys_by_catalog_and_by_workers() -> None:
+    run8k = {**_summary(), "workers": 1, "catalog_items": 8000, "distinct_people_per_batch": 480.0}
+    run100k = {**_summary(), "workers": 1, "catalog_items": 100000, "distinct_people_per_batch": 490.0}
+    two = {**_summary(), "workers": 2, "catalog_items": 8000, "distinct_people_per_batch": 480.0}
+    h = headline({"w1-c8000": run8k, "w2-c8000": two, "w1-c100000": run100k}, E2EPlan())
+    for key in ("sustained_events_per_s", "p99_ms_at_sustained", "worker_cpu_us_per_event", "catalog_items", "distinct_people_per_batch"):
+        assert key in h and key in h["by_catalog"]["8000"] and key in h["by_catalog"]["100000"]
+    assert h["catalog_items"] == 8000 and h["sustained_events_per_s"] == 707
+    assert set(h["by_workers"]) == {"1", "2"} and h["by_workers"]["2"]["run"] == "w2-c8000"
+    assert h["events_per_s"] == 707 and h["p99_ms"] == 300.0  # the earlier keys, now at the sustained step
+    assert h["events_per_s_by_workers"] == {"workers_1": 707, "workers_2": 707}
 
 
 def test_metric_value_sums_label_sets_and_ignores_other_metrics() -> None:
@@ -58,12 +88,16 @@ def test_aggregate_profile(tmp_path: Path) -> None:
 
 
 def test_summarise_every_section() -> None:
+    run = {**_summary(), "workers": 1, "catalog_items": 8000}
     figures = {
         "core": {"events_per_s": 1.0, "events": 1, "recommendations": 1},
         "memory": {"bytes_per_person": 1.0, "peak_rss_mb": 1.0},
         "encoder": {"items_per_s": 2.0, "sentence_transformers_items_per_s": 1.0, "ratio_vs_sentence_transformers": 2.0},
         "index": {"queries_per_s": 1.0, "overhead_vs_faiss": 0.05, "headline": "h"},
-        "e2e": {"events_per_s": 1.0, "offered_per_s": 1.0, "p50_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0},
+        "e2e": headline({"w1-c8000": run, "w2-c8000": {**run, "workers": 2}}, E2EPlan()),
     }
     for name, fig in figures.items():
         assert summarise(name, fig)
+    assert "sustained 707 events/s" in summarise("e2e", figures["e2e"]) and "2 workers" in summarise("e2e", figures["e2e"])
+    nothing = headline({"w1-c8000": {**run_summary([_outcome(100, 5000)], ["ladder"], [[None]], 1), "workers": 1, "catalog_items": 8000}}, E2EPlan())
+    assert "no offered rate passed" in summarise("e2e", nothing)
