@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 from aiokafka.structs import ConsumerRecord
 
 from fusionrec.config import Config
@@ -50,8 +51,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HotPath"]
 
-MAX_RECORDS = 4096
+MAX_RECORDS = 2048
 """Records taken from the consumer per iteration (events and bundles together)."""
+REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
+"""A commit refused because the group moved on: the partitions' next owner replays from the last
+committed offsets (duplicates are recognised), so this is not an error of the worker."""
 MAX_BUNDLE_BYTES = 512 * 1024
 """Kafka's default message.max.bytes is 1 MiB; bundles stay well under it."""
 
@@ -132,6 +136,7 @@ class HotPath:
         self._committer: asyncio.Task[None] | None = None
         self.event_types = set(cfg.model.event_weights)
         self.processed = 0
+        self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -157,9 +162,14 @@ class HotPath:
         self._committer = asyncio.create_task(self._commit_loop())
 
     async def stop(self) -> None:
+        """Finish the iteration in progress, commit what it produced, leave the group."""
+        self._stopping.set()
         if self.consumer is not None:
-            async with self.lock:
-                await self._drain_commits()
+            try:
+                async with self.lock:
+                    await asyncio.wait_for(self._drain_commits(), timeout=30)
+            except (asyncio.TimeoutError, *REBALANCED) as exc:
+                log.warning("stopping without the last commit (%s): the next owner replays it", type(exc).__name__)
             await self.consumer.stop()
         if self._committer is not None:
             self._commits.put_nowait(None)
@@ -196,9 +206,9 @@ class HotPath:
     async def run(self) -> None:
         await self.catalog.ready.wait()  # identity links and items must be known first
         assert self.consumer is not None
-        while True:
+        while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
-            if not batches:
+            if not batches or self._stopping.is_set():
                 continue
             async with self.lock:
                 await self.iteration(batches)
@@ -210,11 +220,16 @@ class HotPath:
         bundles: list[ConsumerRecord] = []
         for tp, records in batches.items():
             (bundles if tp.topic == self.cfg.kafka.by_person_topic else events).extend(records)
-        if events:
-            await self.ingest(events, outbox)
+        size = self.cfg.worker.batch_size
+        for start in range(0, len(events), size):
+            await self.ingest(events[start : start + size], outbox)
+            await asyncio.sleep(0)  # heartbeats and the web pages share this loop
         n = 0
         if bundles:
-            n = await self.recommend(bundles, outbox)
+            envelopes = [env for r in bundles for env in orjson.loads(r.value)]
+            for start in range(0, len(envelopes), size):
+                n += await self.recommend(envelopes[start : start + size], outbox)
+                await asyncio.sleep(0)
         await outbox.flush()
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         self._track_changelog(outbox)
@@ -247,7 +262,10 @@ class HotPath:
                 futures, offsets = item
                 if futures:
                     await asyncio.gather(*futures)  # raises if a send failed: the worker stops
-                await self.consumer.commit(offsets)
+                try:
+                    await self.consumer.commit(offsets)
+                except REBALANCED as exc:
+                    log.warning("offsets not committed, the group rebalanced (%s); the next owner replays them", type(exc).__name__)
             finally:
                 self._commits.task_done()
 
@@ -291,8 +309,7 @@ class HotPath:
 
     # ------------------------------------------------------------------------------ recommend
 
-    async def recommend(self, records: list[ConsumerRecord], outbox: _Outbox) -> int:
-        envelopes = [env for r in records for env in orjson.loads(r.value)]
+    async def recommend(self, envelopes: list[Any], outbox: _Outbox) -> int:
         self.metrics.batch_size.labels("recommend").observe(len(envelopes))
         events = [_event(env) for env in envelopes]
         if any(e.item_id not in self.rec.store for e in events):
