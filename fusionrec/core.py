@@ -222,14 +222,6 @@ class Recommender:
         self.learner.train()
         if requests is None or not len(requests):
             return [], rejections
-        # consumed items as of the person's last event in the batch: an item a person consumes a moment
-        # later in the same batch is not recommended to them a moment before either
-        consumed: dict[tuple[str, int], npt.NDArray[np.int64]] = {}
-        for b, (person, t) in enumerate(zip(requests.person, requests.platform.tolist())):
-            key = (person, t)
-            if key not in consumed:
-                consumed[key] = self.fuser.consumed_rows(bs, bs.index[person], self.platforms[t])
-            requests.consumed[b] = consumed[key]
         ranked = self.rank(requests)
         outcomes = [
             Outcome(position, events[position], person, items, variant, replayed)
@@ -282,7 +274,9 @@ class Recommender:
         wants_new = any(self.policy.arm(p, platform).new_item_position > 0 for p in reqs.person[:1]) or self.policy.any_new_slot
         start = time.perf_counter()
         block = self._new_blocks.setdefault(platform, NewBlock())
-        cands = find_candidates(model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, exact_max=self.cfg.model.index_exact_max)
+        cands = find_candidates(
+            model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, catalog_version=self.store.version, exact_max=self.cfg.model.index_exact_max
+        )
         self.hooks.on_index("search", time.perf_counter() - start)
         chosen = choose(cands, reqs, model, items.vectors, self.policy, k, platform)
         return explain(chosen, reqs, self.store, platform, self.platforms)

@@ -96,6 +96,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
 
     @app.on_before_shutdown.connect
     async def shutdown(app: Any, **kwargs: Any) -> None:
+        gc.unfreeze()
         await hot.stop()
         await catalog.stop()
         await checkpointer.wait()

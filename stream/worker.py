@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 from aiokafka.structs import ConsumerRecord
 
 from fusionrec.config import Config
@@ -207,7 +207,12 @@ class HotPath:
         await self.catalog.ready.wait()  # identity links and items must be known first
         assert self.consumer is not None
         while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
+            try:
+                batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
+            except ConsumerStoppedError:
+                if self._stopping.is_set():
+                    return
+                raise
             if not batches or self._stopping.is_set():
                 continue
             async with self.lock:

@@ -91,26 +91,34 @@ class NewBlock:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[int, int, int] | None = None
+        self._version = -1
         self.rows = np.zeros(0, np.int64)
         self.vectors = np.zeros((0, 0), np.float32)
 
-    def get(self, model: PlatformModel, items: PlatformItems, new_now: npt.NDArray[np.bool_]) -> tuple[I64, F32]:
-        key = (id(model), items.n, int(new_now.sum()))
-        if key != self._key:
+    def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_]) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
+        """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
+        time, and copying the block each time would cost more than scoring it: it is rebuilt only when
+        the catalog changed or fewer than half of its rows are still new."""
+        still = new_now[self.rows] if len(self.rows) and self.rows.max() < len(new_now) else np.zeros(0, bool)
+        if version != self._version or 2 * int(still.sum()) < len(self.rows) or int(still.sum()) < int(new_now.sum()):
             self.rows = np.flatnonzero(new_now)
             self.vectors = np.ascontiguousarray(items.vectors[self.rows].T)
-            self._key = key
-        return self.rows, self.vectors
+            self._version = version
+            still = np.ones(len(self.rows), bool)
+        return self.rows, self.vectors, still
 
 
-def _search_new(items: PlatformItems, block: NewBlock, model: PlatformModel, q: F32, k: int, new_now: npt.NDArray[np.bool_], exact_max: int) -> tuple[F32, I64]:
+def _search_new(items: PlatformItems, block: NewBlock, version: int, q: F32, k: int, new_now: npt.NDArray[np.bool_], exact_max: int) -> tuple[F32, I64]:
     if int(new_now.sum()) > exact_max:
         assert items.index is not None
         return items.index.search(q, k, allowed=new_now)
-    rows, vectors = block.get(model, items, new_now)
-    kk = min(k, len(rows))
+    rows, vectors, still = block.get(items, version, new_now)
+    kk = min(k, int(still.sum()))
     scores = q @ vectors
+    if not still.all():
+        scores[:, ~still] = -np.inf
+    if kk <= 0:
+        return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
     if kk < len(rows):
         cols = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
     else:
@@ -122,7 +130,9 @@ def _search_new(items: PlatformItems, block: NewBlock, model: PlatformModel, q: 
     return out_s, out_r
 
 
-def find_candidates(model: PlatformModel, items: PlatformItems, reqs: RequestBatch, sizes: CandidateSizes, *, new_slot: bool, new_block: NewBlock, exact_max: int) -> Candidates:
+def find_candidates(
+    model: PlatformModel, items: PlatformItems, reqs: RequestBatch, sizes: CandidateSizes, *, new_slot: bool, new_block: NewBlock, catalog_version: int, exact_max: int
+) -> Candidates:
     """Candidates of every request (all of one platform), scored by the published ``model``."""
     assert items.index is not None, "the item store was built without a candidate index"
     fused, own, last = reqs.fused, reqs.own, reqs.last
@@ -159,7 +169,7 @@ def find_candidates(model: PlatformModel, items: PlatformItems, reqs: RequestBat
 
     if (model.uses_new or new_slot) and sizes.new > 0 and new_now.any():
         q_new = q_text + model.new_query(fused, last)
-        new_scores, new_rows = _search_new(items, new_block, model, q_new, sizes.new, new_now, exact_max)
+        new_scores, new_rows = _search_new(items, new_block, catalog_version, q_new, sizes.new, new_now, exact_max)
         new_scores = new_scores + np.float32(model.weights[NEW])
         if not model.uses_new:  # the text search found them already: here they only feed the new-item slot
             new_scores = np.where((new_rows[:, :, None] == text_rows[:, None, :]).any(axis=2), -np.inf, new_scores)

@@ -29,11 +29,12 @@ I64 = npt.NDArray[np.int64]
 
 @dataclass
 class Chosen:
-    """Per request of the group: the published rows, their relevance scores and explored flags."""
+    """Per request of the group, ``(B, k)``: the published rows (a valid prefix, -1 after it), their
+    relevance scores and explored flags."""
 
-    rows: list[list[int]]
-    scores: list[list[float]]
-    explored: list[list[bool]]
+    rows: I64
+    scores: npt.NDArray[np.float64]
+    explored: npt.NDArray[np.bool_]
 
 
 def mask_consumed(cands: Candidates, consumed: Sequence[I64]) -> None:
@@ -105,12 +106,7 @@ def choose(
         out_rows[m] = np.where(pos >= 0, np.take_along_axis(rows[m], safe, axis=1), -1)
         picked_scores[m] = np.take_along_axis(scores[m], safe, axis=1)
         explored[m] = exp & (pos >= 0)
-    rows_l = out_rows.tolist()
-    chosen = Chosen(
-        [[r for r in row if r >= 0] for row in rows_l],
-        [[s for s, r in zip(srow, row) if r >= 0] for srow, row in zip(picked_scores.round(6).tolist(), rows_l)],
-        [[e for e, r in zip(erow, row) if r >= 0] for erow, row in zip(explored.tolist(), rows_l)],
-    )
+    chosen = Chosen(out_rows, picked_scores, explored)
     _place_new_items(chosen, cands, arms, k)
     return chosen
 
@@ -154,24 +150,39 @@ def _rerank_one(arm: Arm, rows: I64, scores: F32, model: PlatformModel, vectors:
 
 
 def _place_new_items(chosen: Chosen, cands: Candidates, arms: Sequence[Arm], k: int) -> None:
-    """Every list shows a new item at its arm's ``new_item_position`` or above (``policy.new_items``)."""
-    wants = [b for b, arm in enumerate(arms) if arm.new_item_position > 0]
-    if not wants:
+    """Every list shows a new item at its arm's ``new_item_position`` or above (``policy.new_items``):
+    unless one is there already, the best new candidate is put there (moved up if it is lower in the
+    list), the items below shift down and the last falls off."""
+    slot = np.array([min(a.new_item_position, k) - 1 for a in arms])
+    if not (slot >= 0).any():
         return
+    n = len(arms)
     scores = np.where(cands.new, cands.scores, -np.inf)
     best = scores.argmax(axis=1)
-    best_score = scores[np.arange(len(scores)), best]
-    best_row = cands.rows[np.arange(len(scores)), best]
-    new_rows = [set(cands.rows[b][cands.new[b]].tolist()) for b in wants]
-    for b, news in zip(wants, new_rows):
-        slot = min(arms[b].new_item_position, k) - 1
-        rows = chosen.rows[b]
-        if any(r in news for r in rows[: slot + 1]) or not np.isfinite(best_score[b]):
-            continue
-        choice = int(best_row[b])
-        keep = [j for j, r in enumerate(rows) if r != choice]
-        at = min(slot, len(keep))
-        chosen.rows[b] = ([rows[j] for j in keep[:at]] + [choice] + [rows[j] for j in keep[at:]])[:k]
-        chosen.scores[b] = ([chosen.scores[b][j] for j in keep[:at]] + [round(float(best_score[b]), 6)] + [chosen.scores[b][j] for j in keep[at:]])[:k]
-        chosen.explored[b] = ([chosen.explored[b][j] for j in keep[:at]] + [True] + [chosen.explored[b][j] for j in keep[at:]])[:k]
-
+    best_score = scores[np.arange(n), best]
+    best_row = cands.rows[np.arange(n), best]
+    rows = chosen.rows
+    is_new = (rows[:, :, None] == np.where(cands.new, cands.rows, -2)[:, None, :]).any(axis=2) & (rows >= 0)
+    col = np.arange(k)[None, :]
+    need = (slot >= 0) & np.isfinite(best_score) & ~(is_new & (col <= slot[:, None])).any(axis=1)
+    if not need.any():
+        return
+    b = np.flatnonzero(need)
+    r, sc, ex, sl = rows[b], chosen.scores[b], chosen.explored[b], slot[b]
+    keep = (r != best_row[b, None]) & (r >= 0)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept items first, in their order
+    kept_r, kept_s, kept_e = (np.take_along_axis(x, order, axis=1) for x in (r, sc, ex))
+    n_kept = keep.sum(axis=1)
+    at = np.minimum(sl, n_kept)  # the slot, or right after a short list
+    src = np.where(col < at[:, None], col, col - 1)  # positions after the slot come from one earlier
+    out_r = np.take_along_axis(kept_r, np.maximum(src, 0), axis=1)
+    out_s = np.take_along_axis(kept_s, np.maximum(src, 0), axis=1)
+    out_e = np.take_along_axis(kept_e, np.maximum(src, 0), axis=1)
+    here = col == at[:, None]
+    out_r = np.where(here, best_row[b, None], out_r)
+    out_s = np.where(here, best_score[b, None], out_s)
+    out_e = np.where(here, True, out_e)
+    valid = col <= n_kept[:, None]  # the kept items and the new one
+    chosen.rows[b] = np.where(valid, out_r, -1)
+    chosen.scores[b] = np.where(valid, out_s, -np.inf)
+    chosen.explored[b] = valid & out_e

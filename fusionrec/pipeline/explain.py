@@ -24,10 +24,8 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     """Per request, its published items as recommendation items (``fusionrec.contracts.RecItem`` fields)."""
     items = store.platforms[platform]
     n_b, n_p = len(reqs), len(platforms)
-    n_k = max((len(r) for r in chosen.rows), default=0) or 1
-    rec_rows = np.zeros((n_b, n_k), np.int64)
-    for b, rows in enumerate(chosen.rows):
-        rec_rows[b, : len(rows)] = rows
+    n_k = chosen.rows.shape[1] or 1
+    rec_rows = np.maximum(chosen.rows, 0)
     rec = items.vectors[rec_rows]  # (B, K, d)
     recent = np.zeros((n_b * n_p * EXPLAIN_RECENT, store.dim), np.float32)
     recent_ok = np.zeros(n_b * n_p * EXPLAIN_RECENT, bool)
@@ -70,10 +68,10 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
         for k, (r, s, e) in enumerate(zip(rows, scores, explored)):
             j = best_l[b][k]
             reason: dict[str, Any] = {"kind": "similar_to_history", "platform": platforms[j], "contribution": best_contribution[b][k]}
-            recent_rows = reqs.recent[b][j]
-            because = [names[j][recent_rows[t]] for t in top[b][k] if t >= 0]
-            if because:
-                reason["because_of"] = because
+            tops = top[b][k]
+            if tops[0] >= 0:
+                recent_rows, where = reqs.recent[b][j], names[j]
+                reason["because_of"] = [where[recent_rows[t]] for t in tops if t >= 0]
             recs.append({"item_id": ids[r], "score": s, "platform": platform, "reason": reason, "explored": e})
         out.append(recs)
     return out

@@ -87,6 +87,7 @@ class Updater:
         """Returns the rejections, the rows of ``bs`` that changed, the requests and whom they answer."""
         rejections: list[Rejection] = []
         dirty: set[int] = set()
+        self._consumed: dict[tuple[int, int], tuple[list[int], set[int]]] = {}
         parts: list[RequestBatch] = []
         answer = Answer([], [])
         waves: list[list[int]] = []
@@ -168,6 +169,10 @@ class Updater:
             item = int(self.store.platforms[platforms[t]].hashes[row])
             remember(bs.recent[i][t], item, RECENT_PER_PLATFORM)
             remember(bs.consumed[i], item, self.params.max_consumed)
+            seen = self._consumed.get((i, t))
+            if seen is not None and row not in seen[1]:
+                seen[0].append(row)
+                seen[1].add(row)
             if positive[k]:
                 remember(bs.seq[i], item, SEQUENCE_LENGTH)
             remember(bs.events[i], h, self.params.max_recent_events)
@@ -242,6 +247,17 @@ class Updater:
 
     # ------------------------------------------------------------------------------ snapshots
 
+    def _consumed_now(self, bs: BatchState, i: int, t: int) -> npt.NDArray[np.int64]:
+        """Rows of platform ``t`` person ``i`` consumed so far (mapped from hashes once per batch, then
+        kept up to date as the batch goes on), sorted."""
+        entry = self._consumed.get((i, t))
+        if entry is None:
+            rows = self.store.rows_of_hashes(self.fuser.platforms[t], bs.consumed[i])
+            entry = self._consumed[(i, t)] = (rows, set(rows))
+        out = np.array(entry[0], np.int64)
+        out.sort()
+        return out
+
     def _snapshot(
         self,
         events: Sequence[BehaviorEvent],
@@ -262,6 +278,8 @@ class Updater:
         ts = np.fromiter((events[p].ts for p in positions), np.float64, n)
         fallback = self.store.vectors_of([events[p].item_id for p in positions])
         x = context_matrix([contexts[p] for p in positions])
-        parts.append(self.fuser.snapshot(bs, who, target, ts, x, [events[p].event_id for p in positions], [events[p].item_id for p in positions], fallback))
+        requests = self.fuser.snapshot(bs, who, target, ts, x, [events[p].event_id for p in positions], [events[p].item_id for p in positions], fallback)
+        requests.consumed = [self._consumed_now(bs, i, t) for i, t in zip(who.tolist(), target.tolist())]
+        parts.append(requests)
         answer.positions += positions
         answer.replayed += [False] * len(accepted) + [True] * len(answered)

@@ -15,9 +15,9 @@ from kafka_helpers import REPO, consume_to_end, produce, run
 
 from fusionrec.config import Config
 from fusionrec.contracts import BehaviorEvent, ItemUpsert, decode_recommendation, encode
-from fusionrec.core import Recommender
+from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import read_events, read_items
-from fusionrec.fusion import PersonState
+from fusionrec.state import PersonState
 
 MOVIELENS = REPO / "data" / "movielens-small"
 
@@ -70,15 +70,15 @@ def final_states(cfg: Config, bootstrap: str) -> dict[str, PersonState]:
     latest: dict[bytes, bytes] = {}
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         latest[r.key] = r.value
-    return {k.decode(): PersonState.from_bytes(v) for k, v in latest.items() if v}
+    return {k.decode(): PersonState.from_bytes(k.decode(), v) for k, v in latest.items() if v}
 
 
 def reference_states(rec: Recommender, events: list[BehaviorEvent]) -> dict[str, PersonState]:
     """Per-person state after an uninterrupted, in-process run of the same events."""
-    states: dict[str, PersonState] = {}
+    states = DictStates()
     for start in range(0, len(events), 256):
-        rec.process(events[start : start + 256], states.get, states.__setitem__)
-    return states
+        rec.process(events[start : start + 256], states)
+    return {person: PersonState.from_bytes(person, raw) for person, raw in states.items()}
 
 
 def assert_same_states(got: dict[str, PersonState], want: dict[str, PersonState]) -> None:

@@ -23,7 +23,7 @@ from recovery_helpers import (
     wait_for,
 )
 
-from stream.app import build_recommender
+from stream.compose import build_recommender
 from stream.kafka_local.broker import LocalCluster, free_port
 from stream.topics import ensure_topics
 

@@ -17,7 +17,7 @@ from kafka_helpers import WorkerProcess, consume, produce, run
 from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode, identity_key
 from fusionrec.core import Recommender
 from fusionrec.fusion import PersonState
-from stream.app import build_recommender
+from stream.compose import build_recommender
 from stream.topics import ensure_topics
 
 TOP_K = 5

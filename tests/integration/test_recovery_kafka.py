@@ -20,7 +20,7 @@ from recovery_helpers import (
 )
 
 from fusionrec.contracts import decode_recommendation
-from stream.app import build_recommender
+from stream.compose import build_recommender
 from stream.topics import ensure_topics
 
 N_EVENTS = 3000
