@@ -58,8 +58,11 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     ids = items.ids
     names = [store.platforms[p].ids if p in store.platforms else [] for p in platforms]
     out: list[list[dict[str, Any]]] = []
+    lengths = (chosen.rows >= 0).sum(axis=1).tolist()
+    all_rows, all_scores, all_explored = chosen.rows.tolist(), chosen.scores.round(6).tolist(), chosen.explored.tolist()
     for b in range(n_b):
-        rows, scores, explored = chosen.rows[b], chosen.scores[b], chosen.explored[b]
+        n = lengths[b]
+        rows, scores, explored = all_rows[b][:n], all_scores[b][:n], all_explored[b][:n]
         if not known[b]:
             reason = {"kind": "similar_to_last_item", "platform": platform, "because_of": [reqs.touched[b]]}
             out.append([{"item_id": ids[r], "score": s, "platform": platform, "reason": reason, "explored": e} for r, s, e in zip(rows, scores, explored)])
