@@ -12,9 +12,11 @@ batch per topic partition.  (faust's per-message stream machinery costs ~220 µs
 machine, more than the whole per-event budget: ``../shared/probes/README.md``.)  faust still hosts
 the app, its web pages and timers (``stream.app``).
 
-``ingest`` routes each valid event to the by-person partition of its person, so that a person's
-events and state meet on one worker: the state of a by-person partition lives on the worker that
-owns it (``stream.state_store``), restored from its changelog when the partition is assigned.
+``ingest`` resolves each valid event's person; the person's state lives on the worker that owns the
+person's by-person partition (``stream.state_store``, restored from its changelog when the partition
+is assigned).  When that is this worker, the event goes straight to ``recommend`` in the same
+iteration; otherwise it is routed to the owner through the by-person topic (one bundle per partition
+and batch), so a person's events and state always meet on one worker.
 
 Delivery: offsets of an iteration are committed only after everything it produced (bundles,
 recommendations, changelog records, dead letters) is acknowledged by the broker (``acks=all``), in
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HotPath"]
 
-MAX_RECORDS = 2048
+MAX_RECORDS = 1024
 """Records taken from the consumer per iteration (events and bundles together)."""
 REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
 """A commit refused because the group moved on: the partitions' next owner replays from the last
@@ -226,15 +228,15 @@ class HotPath:
         for tp, records in batches.items():
             (bundles if tp.topic == self.cfg.kafka.by_person_topic else events).extend(records)
         size = self.cfg.worker.batch_size
+        # bundles first: other workers routed them here before these events arrived
+        envelopes = [env for r in bundles for env in orjson.loads(r.value)]
         for start in range(0, len(events), size):
-            await self.ingest(events[start : start + size], outbox)
+            envelopes += await self.ingest(events[start : start + size], outbox)
             await asyncio.sleep(0)  # heartbeats and the web pages share this loop
         n = 0
-        if bundles:
-            envelopes = [env for r in bundles for env in orjson.loads(r.value)]
-            for start in range(0, len(envelopes), size):
-                n += await self.recommend(envelopes[start : start + size], outbox)
-                await asyncio.sleep(0)
+        for start in range(0, len(envelopes), size):
+            n += await self.recommend(envelopes[start : start + size], outbox)
+            await asyncio.sleep(0)
         await outbox.flush()
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         self._track_changelog(outbox)
@@ -282,8 +284,11 @@ class HotPath:
 
     # ------------------------------------------------------------------------------ ingest
 
-    async def ingest(self, records: list[ConsumerRecord], outbox: _Outbox) -> None:
-        """Decode and validate; route valid events to their person's by-person partition; dead-letter the rest."""
+    async def ingest(self, records: list[ConsumerRecord], outbox: _Outbox) -> list[Any]:
+        """Decode and validate; dead-letter what breaks its contract; return the envelopes of the events
+        whose person's by-person partition this worker owns, and route the others to the owner through
+        the by-person topic (the repartition is needed only where identity resolution put a person on
+        another worker's partition)."""
         self.metrics.batch_size.labels("ingest").observe(len(records))
         cfg = self.cfg
         now = time.time()
@@ -308,9 +313,15 @@ class HotPath:
         for platform, count in valid.items():
             self.metrics.events_total.labels(platform).inc(count)
         topic = cfg.kafka.by_person_topic
+        local: list[Any] = []
+        owned = self.states.owned
         for partition, envelopes in bundles.items():
+            if partition in owned:
+                local += envelopes
+                continue
             for bundle in _split(envelopes):
                 await outbox.add(topic, partition, None, orjson.dumps(bundle))
+        return local
 
     # ------------------------------------------------------------------------------ recommend
 
