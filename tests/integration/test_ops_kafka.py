@@ -392,7 +392,7 @@ def test_dashboard_page_in_headless_chromium(
         assert ops_worker.config().kafka.by_person_topic in str(chrome.js("return document.getElementById('lag-table').textContent"))
         assert state["lag"]["max"] >= 10, state  # the pause left a backlog
         # once the worker answers again the model tile names its version and the lag comes back down
-        wait_for("the model version tile", lambda: chrome.js(CHARTS_JS)["model"].startswith("fusion-v1-"), timeout_s=30)
+        wait_for("the model version tile", lambda: chrome.js(CHARTS_JS)["model"].startswith("fusion-v2-"), timeout_s=30)
         # the backlog drains while the replay goes on (a few messages are always in flight at 60 events/s)
         tile = "return parseFloat(document.getElementById('tile-lag').textContent)"
         wait_for("the backlog drained on the page", lambda: (v := chrome.js(tile)) is not None and v < 120, timeout_s=60)
@@ -408,7 +408,7 @@ def test_dashboard_page_in_headless_chromium(
             timeout_s=30,
             every_s=1,
         )
-        assert worker_state["model"].startswith("fusion-v1-")
+        assert worker_state["model"].startswith("fusion-v2-")
         chrome.screenshot(artifacts_dir / "dashboard-worker.png")
     finally:
         chrome.quit()

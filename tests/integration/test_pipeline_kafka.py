@@ -15,8 +15,7 @@ import two_platforms as world
 from kafka_helpers import WorkerProcess, consume, produce, run
 
 from fusionrec.contracts import BehaviorEvent, decode_recommendation, encode, identity_key
-from fusionrec.core import Recommender
-from fusionrec.fusion import PersonState
+from fusionrec.core import DictStates, Recommender
 from stream.compose import build_recommender
 from stream.topics import ensure_topics
 
@@ -45,13 +44,13 @@ def worker(bootstrap: str, artifacts_dir: Path) -> Iterator[WorkerProcess]:
 
 def expected_outcomes(rec: Recommender, events: list[BehaviorEvent]) -> dict[str, list[dict]]:
     """What the same core computes in-process for the same input (one event at a time)."""
-    states: dict[str, PersonState] = {}
+    states = DictStates()
     out: dict[str, list[dict]] = defaultdict(list)
     for event in events:
-        outcomes, rejections = rec.process([event], states.get, states.__setitem__)
+        outcomes, rejections = rec.process([event], states)
         assert not rejections
         (o,) = outcomes
-        out[o.person_id].append({"event_id": event.event_id, "items": [(i.item_id, i.score, dict(i.reason)) for i in o.items]})
+        out[o.person_id].append({"event_id": event.event_id, "items": [(i.item_id, i.score, dict(i.reason)) for i in o.rec_items()]})
     return out
 
 

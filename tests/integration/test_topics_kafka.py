@@ -19,14 +19,12 @@ import pytest
 import two_platforms as world
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from fakes import HashEncoder
+from fakes import build_core
 from kafka_helpers import WorkerProcess, consume, consume_to_end, produce, run
 
 from fusionrec.config import Config, load_config
 from fusionrec.contracts import BehaviorEvent, DeadLetter, IdentityLink, ItemDelete, decode_recommendation, encode
-from fusionrec.core import Recommender
 from fusionrec.errors import TopicError
-from index.faiss_index import ItemIndex
 from stream.catalog import CatalogFollower
 from stream.client import FusionrecProducer
 from stream.topics import ensure_topics, person_state_changelog, topic_names, wait_for_topics
@@ -196,15 +194,15 @@ def test_the_catalog_follower_applies_tombstones(bootstrap: str) -> None:
             await producer.send_link(IdentityLink("video", "u-alice", "alice-on-video"))  # same user id, other platform
             await producer.send_raw(cfg.kafka.identity_topic, b"shop:u-bob", None)
             await producer.send_raw(cfg.kafka.identity_topic, b"u-carol", None)  # keyed by user id alone: which link?
-        rec = Recommender(cfg, HashEncoder(), ItemIndex(16, device="cpu"))
+        rec = build_core(cfg=cfg, items=[])
         follower = CatalogFollower(cfg, rec, dead_letter)
         await follower.start()
         task = asyncio.create_task(follower.run())
         try:
             await asyncio.wait_for(follower.ready.wait(), 60)
             live = {i.item_id for i in world.items()} - {"s-knife", "v-news"}
-            await until("the catalog", lambda: {i for i in live if i in rec.index} == live)
-            assert "s-knife" not in rec.index and "v-news" not in rec.index and len(rec.index) == len(live)
+            await until("the catalog", lambda: {i for i in live if i in rec.store} == live)
+            assert "s-knife" not in rec.store and "v-news" not in rec.store and len(rec.store) == len(live)
 
             def person(platform: str, user: str) -> str:
                 return rec.identity.person_of(BehaviorEvent("e", 0.0, platform, user, "i", "click"))
@@ -219,7 +217,7 @@ def test_the_catalog_follower_applies_tombstones(bootstrap: str) -> None:
                 await producer.send_item_tombstone("s-mouse")
                 await producer.send_unlink("video", "watcher-7")
             assert await follower.sync(30)
-            await until("the later tombstones", lambda: "s-mouse" not in rec.index and person("video", "watcher-7") != "alice")
+            await until("the later tombstones", lambda: "s-mouse" not in rec.store and person("video", "watcher-7") != "alice")
             assert person("video", "watcher-7") == "video:watcher-7" and person("shop", "u-alice") == "alice"
             assert len(letters) == 1
         finally:
