@@ -193,13 +193,13 @@ class ModelConfig:
         2, "FUSIONREC_TRAIN_EVERY", "Every n-th positive event is a training example of the learned weights."
     )
     text_candidates: int = setting(
-        100, "FUSIONREC_TEXT_CANDIDATES", "Candidates per request from the item index (text query)."
+        50, "FUSIONREC_TEXT_CANDIDATES", "Candidates per request from the item index (text query)."
     )
     cooc_candidates: int = setting(
-        50, "FUSIONREC_COOC_CANDIDATES", "Candidates per request from co-occurrence with the person's recent items."
+        25, "FUSIONREC_COOC_CANDIDATES", "Candidates per request from co-occurrence with the person's recent items."
     )
     popular_candidates: int = setting(
-        20, "FUSIONREC_POPULAR_CANDIDATES", "Candidates from the most popular items (shared by every request)."
+        10, "FUSIONREC_POPULAR_CANDIDATES", "Candidates from the most popular items (shared by every request)."
     )
     index_exact_max: int = setting(
         20000,

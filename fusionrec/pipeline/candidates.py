@@ -41,9 +41,9 @@ I64 = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class CandidateSizes:
-    text: int = 100
-    cooc: int = 50
-    popular: int = 20
+    text: int = 50
+    cooc: int = 25
+    popular: int = 10
     new: int = 10
 
 

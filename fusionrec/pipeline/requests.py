@@ -132,12 +132,12 @@ class Fuser:
         # anyway) and summing in float64 avoids it
         w = np.where(present, weights, 0.0)
         scale = np.abs(w).max(axis=1, keepdims=True)
-        w = np.where(scale > 0, w / np.where(scale > 0, scale, 1.0), 0.0)
-        fused = np.einsum("wp,wpd->wd", w, units.astype(np.float64))
-        norm = np.linalg.norm(fused, axis=1)
+        w = np.where(scale > 0, w / np.where(scale > 0, scale, 1.0), 0.0).astype(np.float32)
+        fused = np.matmul(w[:, None, :], units)[:, 0, :]
+        norm = np.sqrt(np.einsum("wd,wd->w", fused, fused))
         ok = norm > 0
         fused[ok] /= norm[ok, None]
-        return fused.astype(np.float32), ok
+        return fused, ok
 
     def seq_rows(self, bs: BatchState, i: int, platform: str) -> list[int]:
         """Rows of the platform's items among the person's recent positive items, oldest first.
@@ -189,10 +189,19 @@ class Fuser:
         who_l = who.tolist()
         seqs = [self.seq_rows(bs, i, name) for i, name in zip(who_l, names)]
         present_l = present.tolist()
-        recent = [
-            [self.store.rows_of_hashes(p, bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]) if present_l[w][j] else [] for j, p in enumerate(self.platforms)]
-            for w, i in enumerate(who_l)
-        ]
+        where = self.store.where_hash
+        recent = []
+        for w, i in enumerate(who_l):
+            per: list[list[int]] = []
+            for j, p in enumerate(self.platforms):
+                rows = []
+                if present_l[w][j]:
+                    for h in bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]:
+                        at = where(h)
+                        if at is not None and at[0] == p:
+                            rows.append(at[1])
+                per.append(rows)
+            recent.append(per)
         return RequestBatch(
             target.copy(), [bs.persons[i] for i in who_l], list(event_ids), list(touched), fused, known, own,
             self.last_vectors(seqs, target), weights, units, present, seqs, recent, [np.zeros(0, np.int64)] * len(who),
