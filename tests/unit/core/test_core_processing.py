@@ -359,6 +359,19 @@ def test_unlinked_users_are_platform_scoped_persons() -> None:
     assert identity.person_of(ev(1, "s1", user="u1")) == "p2" and len(identity) == 1
 
 
+def test_an_unlinked_user_is_their_own_person_again_for_later_events() -> None:
+    rec, store = make_recommender(), Store()
+    rec.identity.link(IdentityLink("shop", "u1", "alice"))
+    rec.identity.link(IdentityLink("video", "u1", "alice"))
+    (first,), _ = run(rec, store, [ev(1, "s1")])
+    rec.identity.unlink("shop", "u1")
+    rec.identity.unlink("shop", "nobody")  # unknown: nothing happens
+    assert len(rec.identity) == 1
+    outcomes, _ = run(rec, store, [ev(2, "s2"), ev(3, "v1")])
+    assert [first.person_id, *(o.person_id for o in outcomes)] == ["alice", "shop:u1", "alice"]
+    assert store.load("alice").consumed == [H("s1"), H("v1")] and store.load("shop:u1").consumed == [H("s2")]
+
+
 def test_explicit_person_id_wins_over_links() -> None:
     rec, store = make_recommender(), Store()
     rec.identity.link(IdentityLink("shop", "u1", "alice"))
