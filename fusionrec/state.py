@@ -52,7 +52,10 @@ def remember(hashes: list[int], h: int, limit: int) -> None:
 
 
 def _hashes(raw: bytes, at: int, count: int) -> list[int]:
-    return memoryview(raw)[at : at + 8 * count].cast("Q").tolist()
+    end = at + 8 * count
+    if end > len(raw):  # a short slice would cast to fewer hashes, or fail with a TypeError
+        raise ValueError(f"{count} hashes at byte {at} run past the end ({len(raw)} bytes)")
+    return memoryview(raw)[at:end].cast("Q").tolist()
 
 
 @dataclass(slots=True)
@@ -111,7 +114,15 @@ class PersonState:
 
 def unpack(raw: bytes) -> tuple[float, list[int], list[int], list[int], list[tuple[str, float, float, float, int, list[int], bytes]]]:
     """``(last_ts, events, consumed, seq, profiles)``; each profile ``(name, norm, mass, ts, n, recent,
-    float16 direction bytes)`` — the packed form's parts, for callers that assemble many people at once."""
+    float16 direction bytes)`` — the packed form's parts, for callers that assemble many people at once.
+    Bytes that are not a packed state raise ``ValueError`` (or ``UnicodeDecodeError``, a subclass)."""
+    try:
+        return _unpack_parts(raw)
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"truncated: {exc}") from None
+
+
+def _unpack_parts(raw: bytes) -> tuple[float, list[int], list[int], list[int], list[tuple[str, float, float, float, int, list[int], bytes]]]:
     magic, fmt, dim, last_ts, n_events, n_consumed, n_seq, n_profiles = _HEAD.unpack_from(raw, 0)
     if magic != _MAGIC or fmt != STATE_FORMAT:
         raise ValueError(f"format {magic!r}/{fmt} is not {_MAGIC!r}/{STATE_FORMAT}")
@@ -131,6 +142,8 @@ def unpack(raw: bytes) -> tuple[float, list[int], list[int], list[int], list[tup
         at += _PROFILE.size
         recent = _hashes(raw, at, n_recent)
         at += 8 * n_recent
+        if at + 2 * dim > len(raw):
+            raise ValueError(f"profile {name!r} runs past the end ({len(raw)} bytes)")
         profiles.append((name, norm, mass, ts, n, recent, raw[at : at + 2 * dim]))
         at += 2 * dim
     if at != len(raw):

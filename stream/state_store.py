@@ -181,11 +181,15 @@ class PersonStates:
             for _ in range(count):
                 key_len, value_len = _ENTRY.unpack_from(data, at)
                 at += _ENTRY.size
+                if at + key_len + value_len > len(data):  # a slice past the end would be silently short
+                    raise ValueError(f"entry {len(people)} runs past the end of the file ({len(data)} bytes)")
                 key = data[at : at + key_len].decode()
                 at += key_len
                 people[key] = data[at : at + value_len]
                 at += value_len
-        except (OSError, struct.error, UnicodeDecodeError) as exc:
+            if at != len(data):
+                raise ValueError(f"{len(data) - at} bytes after the last of {count} entries")
+        except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
             log.warning("state snapshot %s unreadable (%s): reading the changelog", path, exc)
             return None
         log.info("partition %d: %d people from %s (changelog offset %d) in %.2fs", partition, len(people), path.name, position, time.monotonic() - began)

@@ -7,23 +7,19 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from fusionrec.config import Config, WorkerConfig
+from fakes import build_core
 from fusionrec.contracts import BehaviorEvent
 from fusionrec.core import Recommender
+from fusionrec.dataset import read_items
 from fusionrec.evaluation import EvalOptions, evaluate
 from fusionrec.evaluation.baselines import CoOccurrence, Popularity, TextMean
+from fusionrec.evaluation.protocol import replay as replay_module
 from fusionrec.evaluation.protocol.replay import load_dataset, replay
-from fusionrec.dataset import read_items
-from fakes import HashEncoder
-from index.faiss_index import ItemIndex
 
 DIM = 16
 T0 = 1_600_000_000
-
-
-def FakeEncoder() -> HashEncoder:  # noqa: N802  (reads like the class it stands for)
-    return HashEncoder(DIM, "fake-sha256-16")
 
 
 def write_dataset(folder: Path, n_users: int = 12) -> Path:
@@ -55,8 +51,8 @@ def write_dataset(folder: Path, n_users: int = 12) -> Path:
 
 
 def make_rec(top_k: int = 10) -> Recommender:
-    cfg = Config(platforms=("arts", "office"), worker=WorkerConfig(top_k=top_k))
-    return Recommender(cfg, FakeEncoder(), ItemIndex(DIM, device="cpu"))
+    """The core with an empty catalog (the dataset brings its items)."""
+    return build_core(("arts", "office"), items=[], top_k=top_k, dim=DIM)
 
 
 class Spy:
@@ -66,12 +62,14 @@ class Spy:
         self.rec = rec
         self.learned: set[str] = set()
         self.ranked: set[str] = set()
+        self.batches: list[tuple[int, bool]] = []  # (events, ranked) of every process call
         inner = rec.process
 
-        def process(events, load, save, **kw):  # type: ignore[no-untyped-def]
+        def process(events, states, **kw):  # type: ignore[no-untyped-def]
             for e in events:
                 self.learned.add(e.event_id)
-            return inner(events, load, save, **kw)
+            self.batches.append((len(events), kw.get("rank", True)))
+            return inner(events, states, **kw)
 
         rec.process = process  # type: ignore[method-assign]
 
@@ -81,13 +79,17 @@ class Spy:
             self.ranked.add(e.event_id)
 
 
-def test_targets_are_ranked_before_they_are_learned_and_groups_together(tmp_path: Path) -> None:
+def test_targets_are_ranked_before_they_are_learned_and_groups_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_dataset(tmp_path / "tiny")
     rec = make_rec()
     rec.apply_items(list(read_items(folder)))
     spy = Spy(rec)
     events = load_dataset(folder, None)
-    result = replay(rec, events, [Popularity(rec.learner.catalog)], on_rank=spy.on_rank)
+    monkeypatch.setattr(replay_module, "LEARN_BATCH", 3)
+    result = replay(rec, events, [Popularity(rec.store)], on_rank=spy.on_rank)
+    # everything is learned in micro-batches of at most LEARN_BATCH events, without ranking
+    assert max(n for n, _ in spy.batches) == 3 and not any(ranked for _, ranked in spy.batches)
+    assert sum(n for n, _ in spy.batches) == len(events)
     targets = {de.event.event_id for de in events if de.role == "target"}
     assert spy.ranked == targets  # every target ranked, each before it (or its group mates) was learned
     assert targets <= spy.learned  # ...and learned afterwards
@@ -106,7 +108,7 @@ def test_consumed_items_are_never_ranked(tmp_path: Path) -> None:
         if de.role == "history":
             history.setdefault(de.event.user_id, set()).add(de.event.item_id)
     seen: list[tuple[str, list[str]]] = []
-    cat = rec.learner.catalog
+    cat = rec.store
     baselines = [Popularity(cat), CoOccurrence(cat), TextMean(cat)]
     for b in baselines:
         inner = b.rank
@@ -117,20 +119,28 @@ def test_consumed_items_are_never_ranked(tmp_path: Path) -> None:
             return out
 
         b.rank = rank  # type: ignore[method-assign]
-    inner_rank = rec.rank_requests
+    inner_rank = rec.rank_ids
+    model: list[tuple[str, list[str]]] = []
 
-    def rank_requests(requests, k=None):  # type: ignore[no-untyped-def]
+    def rank_ids(requests, k=None):  # type: ignore[no-untyped-def]
         out = inner_rank(requests, k)
-        for r, items in zip(requests, out):
-            assert not {i for i, _ in items} & r.consumed
+        for n, (person, items) in enumerate(zip(requests.person, out)):
+            platform = ("arts", "office")[int(requests.platform[n])]
+            ids = rec.store.platforms[platform].ids
+            consumed = {ids[r] for r in requests.consumed[n].tolist()}
+            assert not set(items) & consumed
+            model.append((person, items))
         return out
 
-    rec.rank_requests = rank_requests  # type: ignore[method-assign]
+    rec.rank_ids = rank_ids  # type: ignore[method-assign]
     replay(rec, events, baselines)
-    assert seen
+    assert seen and model
     for person, items in seen:
         user = person.split(":", 1)[1]
         assert not set(items) & history[user], "a baseline ranked an already-consumed item"
+    for person, items in model:
+        user = person.split(":", 1)[1]
+        assert items and not set(items) & history[user], "the model ranked an already-consumed item"
 
 
 def test_group_mates_do_not_count_against_each_other(tmp_path: Path) -> None:
@@ -161,6 +171,12 @@ def test_evaluate_report_shape(tmp_path: Path) -> None:
     assert 0.0 < report["model"]["coverage@10"] <= 1.0
     assert report["info"]["policy"]["name"] == "epsilon_greedy"
     assert report["info"]["sasrec_train_seconds"] >= 0
+
+
+def test_evaluate_needs_the_recommender(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "tiny")
+    with pytest.raises(ValueError, match="recommender"):
+        evaluate(make_rec().cfg, folder, EvalOptions(sasrec=False))
 
 
 def test_limit_users(tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
-"""The metrics module: names and units, online Recall@10, encoder/index timing proxies."""
+"""The metrics module: names and units, online Recall@10, the core's hooks as timing metrics."""
 
 from __future__ import annotations
 
 import math
 import re
-
-import numpy as np
+from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
+from fakes import DictStates, build_core, catalog
+from fusionrec.contracts import BehaviorEvent, ItemDelete, ItemUpsert
+from stream.dashboard import install_ops
 from stream.lag import LagRow
-from stream.metrics import Metrics, OnlineRecall, instrument
+from stream.metrics import Metrics, MetricsHooks, OnlineRecall
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -82,78 +84,96 @@ def test_the_window_forgets_old_events() -> None:
         assert samples(m)[("fusionrec_online_recall_at_10", ())] == expect
 
 
-class FakeEncoder:
-    dim = 2
-    model_id = "fake"
-
-    def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
-        return np.ones((len(texts), 2), np.float32)
-
-
-class FakeIndex:
-    def __init__(self) -> None:
-        self.items: dict[str, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.items
-
-    def upsert(self, ids: list[str], platforms: list[str], vectors: np.ndarray) -> None:
-        self.items.update(zip(ids, platforms))
-
-    def search(self, queries: np.ndarray, k: int, **kw: object) -> list[list[tuple[str, float]]]:
-        return [[(i, 1.0) for i in list(self.items)[:k]] for _ in queries]
-
-    def platform_of(self, item: str) -> str | None:
-        return self.items.get(item)
+def test_observe_many_is_observe_one_by_one_with_the_counters_updated_once() -> None:
+    # scored: 2 (a hit), 6 (a miss); 5 and 7 are not: their pairs were evicted (two people kept)
+    answers = [("p", "shop", "a", ["x", "y"]), ("p", "shop", "y", ["q"]), ("p", "video", "x", ["z"]), ("q", "shop", "b", ["b"]),
+               ("p", "shop", "q", ["w"]), ("q", "shop", "c", []), ("p", "video", "z", [f"i{n}" for n in range(12)])]  # fmt: skip
+    one, many = Metrics(), Metrics()
+    r1, r2 = OnlineRecall(one, max_people=2, window=3), OnlineRecall(many, max_people=2, window=3)
+    for a in answers:
+        r1.observe(*a)
+    r2.observe_many(iter(answers))  # any iterable, read once
+    names = ("fusionrec_online_recall_hits_total", "fusionrec_online_recall_trials_total", "fusionrec_online_recall_at_10")
+    assert [samples(many)[(n, ())] for n in names] == [samples(one)[(n, ())] for n in names] == [1.0, 2.0, 0.5]
+    assert r2._last == r1._last
+    counted: list[float] = []
+    m = Metrics()
+    m.recall_trials.inc = counted.append  # type: ignore[method-assign]
+    OnlineRecall(m, max_people=2, window=3).observe_many(answers)
+    assert counted == [2]  # one increment for the batch
+    OnlineRecall(Metrics()).observe_many([])  # nothing scored: nothing to set
 
 
-class FakeRecommender:
-    model_version = "fusion-v1-test"
-
-    def __init__(self) -> None:
-        self.encoder = FakeEncoder()
-        self.index = FakeIndex()
-
-    def rank_requests(self, requests: list[str], k: int | None = None) -> list[list[tuple[str, float]]]:
-        return [[] for _ in requests]
-
-
-def test_instrument_times_the_encoder_and_index_and_exports_the_model_version() -> None:
-    m, rec = Metrics(), FakeRecommender()
-    instrument(rec, m)
-    instrument(rec, m)  # idempotent: no double wrapping
-    vecs = rec.encoder.encode(["a", "b", "c"])
-    rec.index.upsert(["x", "y"], ["shop", "shop"], vecs[:2])
-    assert rec.index.search(vecs[:1], 1) == [[("x", 1.0)]]
-    assert len(rec.index) == 2 and "x" in rec.index and rec.index.platform_of("y") == "shop"
-    assert rec.encoder.dim == 2 and rec.encoder.model_id == "fake"
+def test_metrics_hooks_time_the_cores_encoder_index_and_ranking() -> None:
+    """The core reports through ``CoreHooks``; ``MetricsHooks`` turns them into the timing metrics."""
+    m = Metrics()
+    rec = build_core(("shop", "video"), hooks=MetricsHooks(m))  # the catalog: one encoder batch, one upsert
     s = samples(m)
     assert s[("fusionrec_encoder_batch_ms_count", ())] == 1
-    assert s[("fusionrec_encoder_texts_total", ())] == 3
+    assert s[("fusionrec_encoder_texts_total", ())] == len(catalog(("shop", "video")))
     assert s[("fusionrec_index_op_ms_count", (("op", "upsert"),))] == 1
-    assert s[("fusionrec_index_op_ms_count", (("op", "search"),))] == 1
-    assert s[("fusionrec_model_info", (("model_version", "fusion-v1-test"),))] == 1
-    assert rec.rank_requests(["a", "b"]) == [[], []]
-    assert samples(m)[("fusionrec_rank_batch_ms_count", ())] == 1
+    assert ("fusionrec_index_op_ms_count", (("op", "search"),)) not in s
+    assert s[("fusionrec_rank_batch_ms_count", ())] == 0
+    states = DictStates()
+    batches = [
+        [BehaviorEvent(f"e{b}-{k}", 1.6e9 + 10 * b + k, p, f"u{k}", f"{p[0]}{k}", "click") for k in range(4) for p in ("shop", "video")]
+        for b in range(3)
+    ]
+    for batch in batches:
+        outcomes, _ = rec.process(batch, states)
+        assert len(outcomes) == len(batch)
+    rec.process(batches[0][:1], states, rank=False)  # learning only: nothing ranked, nothing searched
+    s = samples(m)
+    assert s[("fusionrec_rank_batch_ms_count", ())] == 3  # once per batch, not per request or platform
+    assert s[("fusionrec_index_op_ms_count", (("op", "search"),))] == 3 * 2  # once per platform of a batch
+    assert s[("fusionrec_rank_batch_ms_sum", ())] > 0 and s[("fusionrec_index_op_ms_sum", (("op", "search"),))] > 0
+    rec.apply_items([ItemUpsert("s-new", "shop", "a new thing"), ItemDelete("s0", "shop")])
+    s = samples(m)
+    assert s[("fusionrec_encoder_batch_ms_count", ())] == 2 and s[("fusionrec_encoder_texts_total", ())] == len(catalog(("shop", "video"))) + 1
+    assert s[("fusionrec_index_op_ms_count", (("op", "upsert"),))] == 2
 
 
-def test_a_successful_checkpoint_restarts_the_checkpoint_age() -> None:
-    calls = []
-
-    class WithCheckpoints(FakeRecommender):
-        def save_checkpoint(self, directory: str) -> None:
-            calls.append(directory)
-
-    m, rec = Metrics(), WithCheckpoints()
-    instrument(rec, m)
-    instrument(rec, m)
+def test_a_written_checkpoint_restarts_the_checkpoint_age(tmp_path: Path) -> None:
+    m = Metrics()
+    rec = build_core(("shop",), hooks=MetricsHooks(m))
     assert math.isnan(samples(m)[("fusionrec_checkpoint_age_seconds", ())])
-    rec.save_checkpoint("/tmp/x")
-    assert calls == ["/tmp/x"]
+    rec.save_checkpoint(str(tmp_path / "ckpt"))
     assert 0 <= samples(m)[("fusionrec_checkpoint_age_seconds", ())] < 5
+    assert (tmp_path / "ckpt" / "manifest.json").exists()
+
+
+class StubApp:
+    """What ``install_ops`` uses of a faust app: timers and pages (recorded, never run)."""
+
+    def __init__(self) -> None:
+        self.timers: list[str] = []
+        self.pages: list[str] = []
+
+    def timer(self, interval: float, name: str):  # type: ignore[no-untyped-def]
+        self.timers.append(name)
+        return lambda fn: fn
+
+    def page(self, path: str):  # type: ignore[no-untyped-def]
+        self.pages.append(path)
+        return lambda fn: fn
+
+
+def test_the_ops_side_exports_the_model_version_and_the_checkpointers_age() -> None:
+    m = Metrics()
+    rec = build_core(("shop",), hooks=MetricsHooks(m), model_version="fusion-v2-test")
+    app = StubApp()
+
+    class Checkpointer:
+        def age_s(self) -> float:
+            return 7.0
+
+    app.fusionrec_checkpointer = Checkpointer()  # type: ignore[attr-defined]
+    recall = install_ops(app, rec.cfg, m, rec)
+    assert isinstance(recall, OnlineRecall) and recall.metrics is m
+    s = samples(m)
+    assert {k: v for k, v in s.items() if k[0] == "fusionrec_model_info"} == {("fusionrec_model_info", (("model_version", "fusion-v2-test"),)): 1.0}
+    assert s[("fusionrec_checkpoint_age_seconds", ())] == 7.0
+    assert "/dashboard" in app.pages and app.timers == ["fusionrec.ops_tick"]
 
 
 def test_checkpoint_age_can_come_from_the_checkpointer() -> None:
@@ -163,21 +183,3 @@ def test_checkpoint_age_can_come_from_the_checkpointer() -> None:
     assert math.isnan(samples(m)[("fusionrec_checkpoint_age_seconds", ())])
     ages[0] = 12.5
     assert samples(m)[("fusionrec_checkpoint_age_seconds", ())] == 12.5
-
-
-def test_the_learners_rank_is_timed_when_there_is_a_learner() -> None:
-    class Learner:
-        def rank(self, requests: list[str], k: int) -> list[list[tuple[str, float]]]:
-            return [[] for _ in requests]
-
-    class WithLearner(FakeRecommender):
-        def __init__(self) -> None:
-            super().__init__()
-            self.learner = Learner()
-
-    m, rec = Metrics(), WithLearner()
-    instrument(rec, m)
-    instrument(rec, m)
-    assert rec.learner.rank(["a"], 10) == [[]]
-    assert rec.rank_requests(["a"]) == [[]]  # not wrapped: the learner's rank is timed once per batch
-    assert samples(m)[("fusionrec_rank_batch_ms_count", ())] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.app import PartitionCache, person_partition
+from stream.partitions import PartitionCache, person_partition
 
 
 def test_person_partition_is_kafkas_default_partitioner() -> None:

@@ -20,9 +20,10 @@ def test_the_topics_workers_rebuild_state_from_are_compacted() -> None:
     assert not any(c for t, c in configs.items() if t not in compacted)  # the rest: the cluster's defaults
 
 
-def test_the_changelog_is_co_partitioned_with_by_person() -> None:
+def test_the_changelog_and_the_recommendations_are_co_partitioned_with_by_person() -> None:
     assert person_state_changelog(CFG) == "recs-person-state-changelog"  # faust: <app id>-<table>-changelog
-    assert copartitioned_topics(CFG) == ["fr.by-person", "recs-person-state-changelog"]
+    # a person's state and recommendations go to the partition number of their by-person partition
+    assert copartitioned_topics(CFG) == ["fr.by-person", "recs-person-state-changelog", "fr.recs"]
 
 
 def test_create_topic_errors_become_one_error_naming_topics_and_kafkas_answer() -> None:
