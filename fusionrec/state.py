@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from fusionrec.errors import DecodeError
 
-__all__ = ["Profile", "PersonState", "STATE_FORMAT", "remember", "pack", "unpack"]
+__all__ = ["Profile", "PersonState", "STATE_FORMAT", "remember", "pack", "unpack", "profile_count"]
 
 Vector = npt.NDArray[np.float32]
 
@@ -110,6 +110,11 @@ class PersonState:
             return _unpack(person_id, raw)
         except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise DecodeError("bad_state", f"person {person_id!r}: the stored state does not decode: {exc}") from None
+
+
+def profile_count(raw: bytes) -> int:
+    """How many platform profiles a packed state holds (from its header alone)."""
+    return int(_HEAD.unpack_from(raw, 0)[7])
 
 
 def unpack(raw: bytes) -> tuple[float, list[int], list[int], list[int], list[tuple[str, float, float, float, int, list[int], bytes]]]:

@@ -134,10 +134,14 @@ class CandidateIndex:
 
     # ------------------------------------------------------------------------------ search
 
-    def search(self, queries: Vectors, k: int, allowed: Mask | None = None) -> tuple[npt.NDArray[np.float32], Rows]:
+    def search(
+        self, queries: Vectors, k: int, allowed: Mask | None = None, bias: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], Rows]:
         """``(scores, rows)``, each ``(len(queries), k)``, best first; rows -1 (score -inf) pad short lists.
 
-        Dead rows are never returned; with ``allowed`` only rows where it is True are.
+        Dead rows are never returned; with ``allowed`` only rows where it is True are.  ``bias`` (one
+        value per row, rows beyond it count 0) is added to every score: the exact search ranks by
+        ``q · v + bias``; the IVF ranks by ``q · v`` and returns the biased scores of what it found.
         """
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -147,10 +151,14 @@ class CandidateIndex:
         if k <= 0 or len(q) == 0 or not ok.any():
             return np.full((len(q), max(k, 0)), -np.inf, np.float32), np.full((len(q), max(k, 0)), -1, np.int64)
         if self.settings.device == "cuda":
-            return self._gpu_search(q, k, vectors, ok)
+            return _biased(*self._gpu_search(q, k, vectors, ok), bias)
         if self._ivf is not None:
-            return self._ivf_search(q, k, ok, allowed is not None)
-        return exact_top_k(q @ vectors.T, k, ok)
+            return _biased(*self._ivf_search(q, k, ok, allowed is not None), bias)
+        scores = q @ vectors.T
+        if bias is not None:
+            m = min(len(bias), scores.shape[1])
+            scores[:, :m] += bias[:m]
+        return exact_top_k(scores, k, ok)
 
     def _ivf_search(self, q: Vectors, k: int, ok: Mask, filtered: bool) -> tuple[npt.NDArray[np.float32], Rows]:
         assert self._ivf is not None
@@ -175,6 +183,13 @@ class CandidateIndex:
         out_r = np.full((len(q), k), -1, np.int64)
         out_s[:, :kk], out_r[:, :kk] = scores, live[pos]
         return out_s, out_r
+
+
+def _biased(scores: npt.NDArray[np.float32], rows: Rows, bias: npt.NDArray[np.float32] | None) -> tuple[npt.NDArray[np.float32], Rows]:
+    if bias is None:
+        return scores, rows
+    known = (rows >= 0) & (rows < len(bias))
+    return (scores + np.where(known, bias[np.where(known, rows, 0)], 0.0)).astype(np.float32), rows
 
 
 def exact_top_k(scores: npt.NDArray[np.float32], k: int, ok: Mask) -> tuple[npt.NDArray[np.float32], Rows]:

@@ -160,6 +160,7 @@ class OnlineLearner:
             inv_count=(1.0 / np.sqrt(np.maximum(counts, 1.0))).astype(np.float32),
             src_norm=np.where(src > 0, 1.0 / np.sqrt(np.where(src > 0, src, 1.0)), 1.0).astype(np.float32),
             new=alive & (counts == 0),
+            pop_score=contribution.astype(np.float32),
             popular=_best_rows(np.where(alive & (counts > 0), contribution, -np.inf), self.popular),
             cooc_base=stats.cooc.base,
             cooc_recent=stats.cooc.recent,

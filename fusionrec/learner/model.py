@@ -62,6 +62,7 @@ class PlatformModel:
     inv_count: F32  # (n,) 1/sqrt(max(c_i, 1))
     src_norm: F32  # (n,) 1/sqrt(n_j): normaliser of row j of the co-occurrence matrix (1 where n_j = 0)
     new: npt.NDArray[np.bool_]  # (n,) live and never interacted with positively
+    pop_score: F32  # (n,) the popularity terms of the score, w_short·pop_short + w_long·pop_long
     popular: npt.NDArray[np.int64]  # rows with the best popularity contribution, best first
     cooc_base: sp.csr_matrix
     cooc_recent: sp.csr_matrix

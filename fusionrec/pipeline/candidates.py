@@ -4,11 +4,11 @@ The learned score (``fusionrec.learner.model``) of every item of the platform is
 the candidate sources together cover the items that can reach the top of the list, and only they
 are scored, so the cost per request does not grow with the catalog.
 
-* **text**: the candidate index searched with each request's folded text query (one batched search);
-  the search's own scores are the text part of the score;
-* **co-occurrence**: the items with the largest co-occurrence score with the request's recent items
-  (one sparse product per batch, ``learner.features.cooc_scores``); their text part is a gathered dot
-  product;
+* **text**: the candidate index searched with each request's folded text query plus the items'
+  popularity terms (one batched search; the exact search ranks by both, an IVF by the text alone);
+* **co-occurrence**: the items with the largest co-occurrence plus popularity terms with the request's
+  recent items (one sparse product per batch, ``learner.features.cooc_scores``); their text part is a
+  gathered dot product;
 * **popular**: the items with the largest popularity contribution (one list per publication);
 * **new**: the items nobody has interacted with yet, searched with the text query plus the new-item
   query among them only: for a new item that is its whole score but for a constant, so the best
@@ -30,10 +30,10 @@ import numpy.typing as npt
 
 from fusionrec.items import PlatformItems
 from fusionrec.learner.features import cooc_scores, top_per_row
-from fusionrec.learner.model import NEW, POP_LONG, POP_SHORT, PlatformModel
+from fusionrec.learner.model import NEW, PlatformModel
 from fusionrec.pipeline.requests import RequestBatch
 
-__all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "stack"]
+__all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "exhaustive_scores", "stack"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -66,11 +66,8 @@ def stack(vectors: Sequence[F32 | None], dim: int) -> F32:
 
 def _pop_part(model: PlatformModel, rows: I64) -> F32:
     """The popularity terms of the score at ``rows`` (0 for rows the model does not know yet)."""
-    w = model.weights
     known = (rows >= 0) & (rows < model.n)
-    safe = np.where(known, rows, 0)
-    part = np.float32(w[POP_SHORT]) * model.pop[0, safe] + np.float32(w[POP_LONG]) * model.pop[1, safe]
-    return np.where(known, part, 0.0).astype(np.float32)
+    return np.where(known, model.pop_score[np.where(known, rows, 0)], 0.0).astype(np.float32)
 
 
 def _new_now(model: PlatformModel, items: PlatformItems) -> npt.NDArray[np.bool_]:
@@ -140,18 +137,19 @@ def find_candidates(
     new_now = _new_now(model, items)
     blocks: list[tuple[I64, F32, npt.NDArray[np.bool_]]] = []
 
-    text_scores, text_rows = items.index.search(q_text, sizes.text)
+    text_scores, text_rows = items.index.search(q_text, sizes.text, bias=model.pop_score)
     if model.uses_new:  # new items are scored by the new-item search below, with their new-item terms
         is_new = new_now[np.maximum(text_rows, 0)] & (text_rows >= 0)
         text_scores = np.where(is_new, -np.inf, text_scores)
-    text_scores = text_scores + _pop_part(model, text_rows)
 
     cooc_rows = np.full((len(reqs), 0), -1, np.int64)
     if model.uses_cooc and sizes.cooc > 0 and any(reqs.seq):
-        values, cooc_rows = top_per_row(cooc_scores(model, reqs.seq), sizes.cooc)
+        cooc = cooc_scores(model, reqs.seq)
+        cooc.data += _pop_part(model, cooc.indices.astype(np.int64))  # chosen by co-occurrence and popularity
+        values, cooc_rows = top_per_row(cooc, sizes.cooc)
         gathered = items.vectors[np.maximum(cooc_rows, 0)]  # (B, Nc, d)
         text_part = np.matmul(gathered, q_text[:, :, None])[:, :, 0]
-        cooc_total = np.where(cooc_rows >= 0, values + text_part + _pop_part(model, cooc_rows), -np.inf).astype(np.float32)
+        cooc_total = np.where(cooc_rows >= 0, values + text_part, -np.inf).astype(np.float32)
         # a text candidate that is also a co-occurrence candidate keeps the co-occurrence score (it has every term)
         text_scores = np.where((text_rows[:, :, None] == cooc_rows[:, None, :]).any(axis=2), -np.inf, text_scores)
         blocks.append((cooc_rows, cooc_total, np.zeros(cooc_rows.shape, bool)))
@@ -182,3 +180,24 @@ def find_candidates(
         new = new_now[np.maximum(rows, 0)] & (rows >= 0)
     scores[rows < 0] = -np.inf
     return Candidates(rows, scores, new)
+
+
+def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestBatch) -> F32:
+    """``(B, n)``: the learned score of every item of the platform for every request, by the same
+    published model; what the candidate stage approximates (measurement and tests only: its cost grows
+    with the catalog).  Dead rows score -inf; consumed items are not masked."""
+    n = items.n
+    q_text = model.text_query(reqs.fused, reqs.own, reqs.last)
+    scores = q_text @ items.vectors[:n].T
+    m = min(model.n, n)
+    w = model.weights
+    scores[:, :m] += model.pop_score[:m]
+    if model.uses_cooc and any(reqs.seq):
+        cooc = cooc_scores(model, reqs.seq).toarray()
+        scores[:, : cooc.shape[1]] += cooc[:, :n]
+    new = _new_now(model, items)
+    if model.uses_new or new.any():
+        extra = (model.new_query(reqs.fused, reqs.last) @ items.vectors[:n].T) + np.float32(w[NEW])
+        scores += np.where(new[None, :], extra, 0.0).astype(np.float32)
+    scores[:, ~items.alive[:n]] = -np.inf
+    return scores

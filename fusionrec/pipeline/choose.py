@@ -150,7 +150,7 @@ def _rerank_one(arm: Arm, rows: I64, scores: F32, model: PlatformModel, vectors:
 
 
 def _place_new_items(chosen: Chosen, cands: Candidates, arms: Sequence[Arm], k: int) -> None:
-    """Every list shows a new item at its arm's ``new_item_position`` or above (``policy.new_items``):
+    """Every list shows a new item at its arm's ``new_item_position`` or above:
     unless one is there already, the best new candidate is put there (moved up if it is lower in the
     list), the items below shift down and the last falls off."""
     slot = np.array([min(a.new_item_position, k) - 1 for a in arms])

@@ -4,7 +4,8 @@ Profiles become arrays over ``(person, platform)`` — direction ``(n, P, d)``, 
 count — so that updating and fusing them is array math over the whole batch; the short hash lists
 (recent events, consumed items, sequence, recent items per platform) stay Python lists, which are
 cheaper than numpy for a membership test or an append.  ``P`` are the configured platforms; a stored
-profile of a platform no longer configured is carried through unchanged.
+profile of a platform no longer configured is carried through unchanged; one made with an encoder of
+another dimension (the model changed) is dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class BatchState:
         self.mass = np.zeros((n, p))
         self.ts = np.full((n, p), -np.inf)
         self.count = np.zeros((n, p), np.int64)
+        self.dropped = 0  # profiles of another encoder dimension, left out
         self._load(raws)
 
     def _load(self, raws: Sequence[bytes | None]) -> None:
@@ -60,8 +62,13 @@ class BatchState:
                 raise DecodeError("bad_state", f"person {self.persons[i]!r}: the stored state does not decode: {exc}") from None
             for profile in profiles:
                 name, norm, mass, ts, n, recent, unit = profile
+                if len(unit) != 2 * self.dim:
+                    # made with an encoder of another dimension: its direction means nothing now, and
+                    # the person starts that profile afresh (their items and events still count)
+                    self.dropped += 1
+                    continue
                 j = where.get(name)
-                if j is None or len(unit) != 2 * self.dim:
+                if j is None:
                     self.other[i].append(profile)
                     continue
                 cells_i.append(i)

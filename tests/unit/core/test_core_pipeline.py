@@ -1,6 +1,6 @@
 """Pure stages of the hot path (``fusionrec.pipeline.choose``): consumed candidates are masked with one
 sorted join, the best M are kept best first, and the new-item slot is filled as the policy says
-(the cases and invariants that ``policy.new_items.place_new_item`` was tested with, on the core's own
+(the cases and invariants of the new-item slot, on the core's own
 implementation)."""
 
 from __future__ import annotations
