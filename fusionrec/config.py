@@ -192,6 +192,11 @@ class ModelConfig:
     train_every: int = setting(
         2, "FUSIONREC_TRAIN_EVERY", "Every n-th positive event is a training example of the learned weights."
     )
+    train_max_per_batch: int = setting(
+        32,
+        "FUSIONREC_TRAIN_MAX_PER_BATCH",
+        "At most this many training examples per micro-batch (the evaluator's batches of 64 never reach it).",
+    )
     text_candidates: int = setting(
         50, "FUSIONREC_TEXT_CANDIDATES", "Candidates per request from the item index (text query)."
     )
@@ -364,6 +369,7 @@ def validate(cfg: Config) -> None:
         "worker.top_k": cfg.worker.top_k,
         "worker.batch_size": cfg.worker.batch_size,
         "model.train_every": cfg.model.train_every,
+        "model.train_max_per_batch": cfg.model.train_max_per_batch,
         "model.text_candidates": cfg.model.text_candidates,
         "model.index_nprobe": cfg.model.index_nprobe,
         "model.half_life_days": cfg.model.half_life_days,

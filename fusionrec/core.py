@@ -141,7 +141,7 @@ class Recommender:
             max_recent_events=m.max_recent_events,
         )
         self.model_version = model_version or f"fusion-v2-{cfg.digest()}"
-        self.learner = OnlineLearner(self.store, publish_every=m.learn_publish_every, train_every=m.train_every)
+        self.learner = OnlineLearner(self.store, publish_every=m.learn_publish_every, train_every=m.train_every, max_examples=m.train_max_per_batch)
         self.policy = PolicyRanker(cfg.policy, cfg.platforms)
         self.sizes = CandidateSizes(m.text_candidates, m.cooc_candidates, m.popular_candidates, max(cfg.worker.top_k, 10))
         self.platforms = tuple(cfg.platforms)

@@ -36,6 +36,7 @@ class OnlineLearner:
         negatives: int = 64,
         lr: float = 0.1,
         train_every: int = 2,
+        max_examples: int = 32,
         popular: int = 20,
         seed: int = 0,
     ) -> None:
@@ -43,6 +44,7 @@ class OnlineLearner:
         self.publish_every = publish_every
         self.negatives = negatives
         self.train_every = train_every
+        self.max_examples = max_examples
         self.popular = popular
         self.rng = np.random.default_rng(seed)
         self.stats = InteractionStats()
@@ -72,8 +74,9 @@ class OnlineLearner:
             self._examples.append(example)
 
     def wants_example(self) -> bool:
-        """Whether the next positive event is a training example: every ``train_every``-th one."""
-        return (self.positives + 1) % self.train_every == 0
+        """Whether the next positive event is a training example: every ``train_every``-th one, at most
+        ``max_examples`` per batch (11 weights per platform need hundreds of steps, not thousands a second)."""
+        return (self.positives + 1) % self.train_every == 0 and len(self._examples) < self.max_examples
 
     def train(self) -> int:
         """Learn from the examples observed since the last call; returns how many."""
