@@ -59,6 +59,12 @@ class Metrics:
             "fusionrec_batch_size_events", "Events per micro-batch.", ["stage"], buckets=SIZE_BUCKETS, registry=r
         )
         self.index_items = Gauge("fusionrec_index_items", "Items in the index.", registry=r)
+        self.loop_seconds = Counter(
+            "fusionrec_worker_loop_seconds_total",
+            "Time of the worker's hot loop: waiting for records (wait) or processing them (process).",
+            ["phase"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "fusionrec_consumer_lag_messages",
             "Log end offset minus the group's committed offset, read from the broker.",

@@ -42,7 +42,7 @@ from stream.bench.synthetic import SyntheticSpec, ensure_synthetic
 from stream.bench.workers import (
     BLAS_ENV,
     log_tail,
-    recs_counters,
+    worker_counters,
     run_env,
     start_broker,
     start_workers,
@@ -250,13 +250,14 @@ async def _search(
         while (nxt := next_rate(plan.search, done)) is not None:
             rate, kind = nxt
             count = max(1, round(rate * plan.step_s))
-            before = await asyncio.to_thread(recs_counters, workers)
+            before = await asyncio.to_thread(worker_counters, workers)
             o = await runner.run(
                 f"{tag}-s{len(steps) + 1}-r{round(rate)}", rate, count, cursor,
                 drain_idle_s=plan.drain_idle_s, drain_max_s=plan.drain_max_s,
             )  # fmt: skip
-            after = await asyncio.to_thread(recs_counters, workers)
-            recs_by_worker.append([None if a is None or b is None else b - a for a, b in zip(before, after)])
+            after = await asyncio.to_thread(worker_counters, workers)
+            recs_by_worker.append([_delta(a, b, "recommendations") for a, b in zip(before, after)])
+            o.worker_loop = [_loop(a, b) for a, b in zip(before, after)]
             spans.append((cursor, o.latency.published))
             cursor += o.latency.published
             steps.append(o)
@@ -361,6 +362,22 @@ def _worker_cpu(o: StepOutcome, recs: list[float | None], n_workers: int) -> dic
         "worker_cpu_us_per_event_by_worker": per_worker,
         "worker_recommendations": [None if r is None else round(r) for r in recs],
         "worker_cpu_share": round(sum(o.cpu_share.get(n, 0.0) for n in names), 4),
+    }
+
+
+def _delta(a: dict[str, float | None] | None, b: dict[str, float | None] | None, key: str) -> float | None:
+    if a is None or b is None or a.get(key) is None or b.get(key) is None:
+        return None
+    return float(b[key]) - float(a[key])  # type: ignore[arg-type]
+
+
+def _loop(a: dict[str, float | None] | None, b: dict[str, float | None] | None) -> dict[str, float | None]:
+    """How a worker's hot loop spent the step: busy share and events per micro-batch."""
+    wait, busy = _delta(a, b, "loop_wait_s"), _delta(a, b, "loop_process_s")
+    events, batches = _delta(a, b, "batch_events"), _delta(a, b, "batches")
+    return {
+        "busy_share": round(busy / (busy + wait), 3) if busy is not None and wait is not None and busy + wait > 0 else None,
+        "events_per_batch": round(events / batches, 1) if events is not None and batches else None,
     }
 
 

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class StepOutcome:
     loadavg_1m: float
     start_ms: float  # wall clock of the first scheduled send
     last_receipt_ms: float | None  # wall clock of the last answer received (None: none)
+    worker_loop: list[dict[str, float | None]] = field(default_factory=list)  # per worker: busy share, events per batch
 
     @property
     def passed(self) -> bool:
@@ -91,6 +92,7 @@ class StepOutcome:
             "cpu_share": self.cpu_share,
             "loadavg_1m": round(self.loadavg_1m, 2),
             "publisher": {k: v for k, v in self.publisher.items() if k != "tag"},
+            "worker_loop": self.worker_loop,
         }
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "wait_ready",
     "metric_value",
     "recs_counters",
+    "worker_counters",
     "vm_hwm_mb",
     "log_tail",
     "start_broker",
@@ -124,7 +125,12 @@ def metric_value(text: str, name: str) -> float | None:
     if not text:
         return None  # the worker did not answer in time (its event loop was busy with a batch)
     total = 0.0
+    labelled = "{" in name  # an exact series, labels included
     for line in text.splitlines():
+        if labelled:
+            if line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+            continue
         if (line.startswith(name + "{") or line.startswith(name + " ")) and not line.startswith("#"):
             try:
                 total += float(line.rsplit(" ", 1)[1])
@@ -135,7 +141,25 @@ def metric_value(text: str, name: str) -> float | None:
 
 def recs_counters(workers: list[Worker]) -> list[float | None]:
     """Each worker's ``fusionrec_recommendations_total`` (None: /metrics did not answer in 10 s)."""
-    return [metric_value(http_get(port, "/metrics", 10.0).decode(), "fusionrec_recommendations_total") for _, port in workers]
+    return [c["recommendations"] if c is not None else None for c in worker_counters(workers)]
+
+
+COUNTERS = {
+    "recommendations": "fusionrec_recommendations_total",
+    "loop_wait_s": 'fusionrec_worker_loop_seconds_total{phase="wait"}',
+    "loop_process_s": 'fusionrec_worker_loop_seconds_total{phase="process"}',
+    "batch_events": 'fusionrec_batch_size_events_sum{stage="recommend"}',
+    "batches": 'fusionrec_batch_size_events_count{stage="recommend"}',
+}
+
+
+def worker_counters(workers: list[Worker]) -> list[dict[str, float | None] | None]:
+    """Each worker's counters of :data:`COUNTERS` (None: /metrics did not answer in 10 s)."""
+    out: list[dict[str, float | None] | None] = []
+    for _, port in workers:
+        text = http_get(port, "/metrics", 10.0).decode()
+        out.append({key: metric_value(text, name) for key, name in COUNTERS.items()} if text else None)
+    return out
 
 
 def vm_hwm_mb(pid: int) -> float | None:
