@@ -112,7 +112,7 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    app_id: str = setting("fusionrec", "FUSIONREC_APP_ID", "Consumer group / faust app id.")
+    app_id: str = setting("fusionrec", "FUSIONREC_APP_ID", "Consumer group and app id (names the person-state changelog).")
     top_k: int = setting(10, "FUSIONREC_TOP_K", "Recommendations per message.")
     batch_size: int = setting(512, "FUSIONREC_BATCH_SIZE", "Largest micro-batch taken from the stream.")
     batch_window_s: float = setting(
@@ -121,7 +121,7 @@ class WorkerConfig:
     web_host: str = setting("127.0.0.1", "FUSIONREC_WEB_HOST", "Address the worker's HTTP endpoints bind.")
     web_port: int = setting(6066, "FUSIONREC_WEB_PORT", "Port of the worker's HTTP endpoints.")
     data_dir: str = setting(
-        "~/.cache/fusionrec/worker", "FUSIONREC_DATA_DIR", "Worker state directory (faust data, caches)."
+        "~/.cache/fusionrec/worker", "FUSIONREC_DATA_DIR", "Worker state directory (checkpoints, person-state snapshots)."
     )
     session_timeout_s: float = setting(
         10.0,
@@ -136,6 +136,12 @@ class WorkerConfig:
     )
     checkpoint_every_s: float = setting(60.0, "FUSIONREC_CHECKPOINT_EVERY_S", "...or after this many seconds.")
     checkpoint_keep: int = setting(3, "FUSIONREC_CHECKPOINT_KEEP", "Checkpoints kept (older ones are deleted).")
+    state_snapshot_every_s: float = setting(
+        300.0,
+        "FUSIONREC_STATE_SNAPSHOT_EVERY_S",
+        "Local snapshots of the person state (with a checkpoint, at most this often, and on a clean "
+        "shutdown): a restart reads the changelog only from there.",
+    )
     catalog_wait_s: float = setting(
         5.0,
         "FUSIONREC_CATALOG_WAIT_S",

@@ -159,12 +159,13 @@ class Recommender:
 
     # --- learned parameters -------------------------------------------------------------------------
 
-    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    def checkpoint_state(self) -> persistence.Captured:
         """Copies of the learned parameters (fast: call on the event loop, then :meth:`write_checkpoint`)."""
-        return persistence.state_dict(self.learner)
+        return persistence.capture(self.learner)
 
-    def write_checkpoint(self, directory: str, state: tuple[dict[str, np.ndarray], dict[str, str]]) -> None:
-        tensors, meta = state
+    def write_checkpoint(self, directory: str, state: persistence.Captured) -> None:
+        """Write what :meth:`checkpoint_state` captured (slow: safe in a thread)."""
+        tensors, meta = persistence.to_tensors(state)
         manifest = {"model_version": self.model_version, "config_digest": self.cfg.digest(), "learned_events": int(meta["learned"]), "version": int(meta["version"])}
         persistence.write(directory, tensors, meta, manifest)
         self.hooks.on_checkpoint()

@@ -3,9 +3,9 @@
 A checkpoint holds the learned parameters (``learner.safetensors``: weights, statistics, context gate)
 and a manifest with the model version, config digest, library versions and the offsets processed so
 far.  It is taken in two steps so the event loop never waits for the disk: the learner's arrays and
-the owned partitions' person states are *copied* on the loop (fast), then written in a thread.  The
-person states go to the worker's local snapshots (``stream.state_store``), the shortcut a restart
-takes into the changelog.
+the owned partitions' person states are *copied* on the loop (fast), then written in a thread.  Every
+``worker.state_snapshot_every_s`` (and on a clean shutdown) the person states go to the worker's local
+snapshots too (``stream.state_store``), the shortcut a restart takes into the changelog.
 
 What a crash costs: the shared learned parameters come back as of the last checkpoint; events
 processed after it are in every person's state (changelog) but not learned into the parameters again
@@ -45,6 +45,7 @@ class WorkerCheckpointer:
         self.last_checkpoint: Checkpoint | None = None
         self.restored: Checkpoint | None = None
         self._writing: asyncio.Task[Checkpoint] | None = None
+        self.last_snapshot = time.monotonic()
 
     def processed(self, events: int, offsets: dict[TopicPartition, int]) -> None:
         """``events`` more events processed; ``offsets``: next offset to read per topic partition."""
@@ -73,7 +74,10 @@ class WorkerCheckpointer:
     def start_write(self) -> asyncio.Task[Checkpoint]:
         """Copy now, write in a thread; returns the task (the next ``due`` waits for it)."""
         learned = self.rec.checkpoint_state()
-        people = self.states.snapshot_copies() if self.states is not None else []
+        snapshot = self.states is not None and time.monotonic() - self.last_snapshot >= self.cfg.worker.state_snapshot_every_s
+        people = self.states.snapshot_copies() if snapshot and self.states is not None else []
+        if snapshot:
+            self.last_snapshot = time.monotonic()
         offsets = {t: dict(parts) for t, parts in self.offsets.items()}
         self.events_since = 0
         self.last_written = time.monotonic()
@@ -85,7 +89,7 @@ class WorkerCheckpointer:
                 config_digest=self.cfg.digest(),
                 offsets=offsets,
             )
-            if self.states is not None:
+            if people and self.states is not None:
                 self.states.write_snapshots(people)
             return ckpt
 

@@ -150,15 +150,14 @@ class PersonStates:
         self.directory.mkdir(parents=True, exist_ok=True)
         topic = self.topic.encode()
         for partition, position, people in copies:
+            parts = [_HEAD.pack(SNAPSHOT_MAGIC, len(topic), position, len(people)), topic]
+            entry = _ENTRY.pack
+            for key, value in people.items():
+                raw = key.encode()
+                parts += (entry(len(raw), len(value)), raw, value)
             fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.directory)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_HEAD.pack(SNAPSHOT_MAGIC, len(topic), position, len(people)))
-                fh.write(topic)
-                for key, value in people.items():
-                    raw = key.encode()
-                    fh.write(_ENTRY.pack(len(raw), len(value)))
-                    fh.write(raw)
-                    fh.write(value)
+                fh.write(b"".join(parts))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.directory / f"state-{partition}.bin")

@@ -1,11 +1,11 @@
 """Checkpoints of the learner: safetensors tensors + JSON metadata, keyed by item id (not by row).
 
-Rows are the item store's and differ between workers and restarts, so every row-indexed array is
-saved with the item ids of its rows and loaded onto the rows those items have now (items gone from
+Rows are the item store's and differ between workers and restarts, so every platform's arrays are
+saved with the item id of each row and loaded onto the rows those items have now (items gone from
 the catalog are dropped).  Weights are saved by feature name: a checkpoint written before a feature
 existed loads with that feature at its starting weight; one naming a feature this version does not
-know is refused.  Writing is split so a worker can copy on its event loop and write in a thread:
-:func:`state_dict` (copies, fast) then :func:`write` (files, slow).
+know is refused.  Writing is split so a worker can copy on its event loop and do the rest in a thread:
+:func:`capture` (copies, O(catalog)), then :func:`to_tensors` and :func:`write` (O(co-occurrence pairs), files).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,54 +27,78 @@ from fusionrec.learner.trainer import INITIAL_GRAD_SQ
 if TYPE_CHECKING:
     from fusionrec.learner import OnlineLearner
 
-__all__ = ["state_dict", "load_state_dict", "write", "read"]
+__all__ = ["Captured", "capture", "to_tensors", "state_dict", "load_state_dict", "write", "read"]
 
 TENSORS = "learner.safetensors"
 MANIFEST = "manifest.json"
 
 
-def state_dict(learner: OnlineLearner) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Copies of everything learned (statistics applied first), with the item ids of the rows."""
+@dataclass
+class Captured:
+    """What a checkpoint needs, taken from the learner in O(catalog) copies (no per-pair work): the
+    co-occurrence matrices are referenced, not copied (the learner replaces them, never changes them)."""
+
+    platforms: dict[str, dict[str, Any]]
+    context: tuple[dict[str, np.ndarray], dict[str, str]]
+    meta: dict[str, str]
+
+
+def capture(learner: OnlineLearner) -> Captured:
+    """A consistent copy of everything learned (statistics applied first); fast enough for the event loop."""
     learner.publish()
     store, stats = learner.store, learner.stats
-    names: dict[str, int] = {}
-
-    def ids_of(platform: str, rows: np.ndarray) -> np.ndarray:
-        items = store.platforms[platform].ids
-        return np.array([names.setdefault(items[r], len(names)) for r in rows.tolist()], np.int64)
-
-    tensors: dict[str, np.ndarray] = {}
-    platforms = sorted(store.platforms)
-    for p in platforms:
+    platforms: dict[str, dict[str, Any]] = {}
+    for p in sorted(store.platforms):
         n = store.platforms[p].n
-        if p in learner.adagrad.weights:
-            tensors[f"weights.{p}"] = learner.adagrad.weights[p].copy()
-            tensors[f"grad_sq.{p}"] = learner.adagrad.grad_sq[p].copy()
         s = stats.platform(p)
         s.grow(n)
-        touched = np.flatnonzero((s.counts[:n] > 0) | (s.src_total[:n] > 0))
-        tensors[f"items.{p}"] = ids_of(p, touched)
-        tensors[f"pop.{p}"] = s.pop[:, touched].copy()
-        tensors[f"count.{p}"] = s.counts[touched].copy()
-        tensors[f"src_total.{p}"] = s.src_total[touched].copy()
-        src, dst, val = s.cooc.triples()
-        tensors[f"cooc_src.{p}"] = ids_of(p, src)
-        tensors[f"cooc_dst.{p}"] = ids_of(p, dst)
-        tensors[f"cooc_val.{p}"] = val
-    context_tensors, context_meta = learner.context.state()
-    tensors.update(context_tensors)
+        platforms[p] = {
+            "ids": list(store.platforms[p].ids[:n]),
+            "weights": learner.adagrad.weights[p].copy() if p in learner.adagrad.weights else None,
+            "grad_sq": learner.adagrad.grad_sq[p].copy() if p in learner.adagrad.grad_sq else None,
+            "pop": s.pop[:, :n].copy(),
+            "count": s.counts[:n].copy(),
+            "src_total": s.src_total[:n].copy(),
+            "cooc": (s.cooc.base, s.cooc.recent),
+        }
     meta = {
-        **context_meta,
         "features": json.dumps(FEATURES),
-        "items": json.dumps(list(names)),
-        "platforms": json.dumps(platforms),
+        "platforms": json.dumps(sorted(platforms)),
         "pop_ts": repr(stats.pop_ts),
         "pop_ref": repr(stats.pop_ref),
         "learned": str(learner.learned),
         "positives": str(learner.positives),
         "version": str(learner.model.version),
     }
+    return Captured(platforms, learner.context.state(), meta)
+
+
+def to_tensors(c: Captured) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The checkpoint's tensors and metadata (the slow part: call it off the event loop)."""
+    tensors: dict[str, np.ndarray] = {}
+    meta = dict(c.meta)
+    for p, d in c.platforms.items():
+        meta[f"ids.{p}"] = json.dumps(d["ids"])  # the item id of every row: rows differ between workers
+        if d["weights"] is not None:
+            tensors[f"weights.{p}"] = d["weights"]
+            tensors[f"grad_sq.{p}"] = d["grad_sq"]
+        tensors[f"pop.{p}"] = d["pop"]
+        tensors[f"count.{p}"] = d["count"]
+        tensors[f"src_total.{p}"] = d["src_total"]
+        base, recent = d["cooc"]
+        m = (base + recent).tocoo()
+        tensors[f"cooc_src.{p}"] = m.row.astype(np.int64)
+        tensors[f"cooc_dst.{p}"] = m.col.astype(np.int64)
+        tensors[f"cooc_val.{p}"] = m.data.astype(np.float32)
+    context_tensors, context_meta = c.context
+    tensors.update(context_tensors)
+    meta.update(context_meta)
     return tensors, meta
+
+
+def state_dict(learner: OnlineLearner) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Everything learned, ready to write."""
+    return to_tensors(capture(learner))
 
 
 def _by_feature(values: np.ndarray, names: list[str], defaults: np.ndarray) -> np.ndarray:
@@ -89,7 +114,6 @@ def load_state_dict(learner: OnlineLearner, tensors: dict[str, np.ndarray], meta
     unknown = sorted(set(saved) - set(FEATURES))
     if unknown:
         raise CheckpointError(f"checkpoint has features this version does not know: {unknown} (it knows {list(FEATURES)})")
-    names = json.loads(meta["items"])
     store = learner.store
     learner.stats = InteractionStats(tuple(learner.stats.half_lives_s))
     learner.adagrad.weights, learner.adagrad.grad_sq = {}, {}
@@ -98,16 +122,18 @@ def load_state_dict(learner: OnlineLearner, tensors: dict[str, np.ndarray], meta
             continue
         items = store.platforms[p]
         row_of = items.row_of
+        # saved row -> row of the same item here (-1: gone from the catalog), one extra slot for -1
+        now = np.array([row_of.get(i, -1) for i in json.loads(meta[f"ids.{p}"])] + [-1], np.int64)
 
-        def rows_of(idx: np.ndarray) -> np.ndarray:
-            return np.array([row_of.get(names[i], -1) for i in idx.tolist()], np.int64)
+        def rows_of(saved: np.ndarray) -> np.ndarray:
+            return now[np.where((saved >= 0) & (saved < len(now) - 1), saved, len(now) - 1)]
 
         if f"weights.{p}" in tensors:
             learner.adagrad.weights[p] = _by_feature(tensors[f"weights.{p}"], saved, INITIAL_WEIGHTS)
             learner.adagrad.grad_sq[p] = _by_feature(tensors[f"grad_sq.{p}"], saved, np.full(len(FEATURES), INITIAL_GRAD_SQ))
         s = learner.stats.platform(p)
         s.grow(items.n)
-        rows = rows_of(tensors[f"items.{p}"])
+        rows = now[:-1]
         ok = rows >= 0
         s.pop[:, rows[ok]] = tensors[f"pop.{p}"][:, ok]
         s.counts[rows[ok]] = tensors[f"count.{p}"][ok]
