@@ -60,5 +60,10 @@ class CandidateIndexT(Protocol):
     def remove(self, rows: npt.NDArray[np.int64]) -> None: ...
 
     def search(
-        self, queries: Vectors, k: int, allowed: npt.NDArray[np.bool_] | None = None, bias: npt.NDArray[np.float32] | None = None
+        self,
+        queries: Vectors,
+        k: int,
+        allowed: npt.NDArray[np.bool_] | None = None,
+        bias: npt.NDArray[np.float32] | None = None,
+        effort: float = 1.0,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

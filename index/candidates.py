@@ -135,13 +135,14 @@ class CandidateIndex:
     # ------------------------------------------------------------------------------ search
 
     def search(
-        self, queries: Vectors, k: int, allowed: Mask | None = None, bias: npt.NDArray[np.float32] | None = None
+        self, queries: Vectors, k: int, allowed: Mask | None = None, bias: npt.NDArray[np.float32] | None = None, effort: float = 1.0
     ) -> tuple[npt.NDArray[np.float32], Rows]:
         """``(scores, rows)``, each ``(len(queries), k)``, best first; rows -1 (score -inf) pad short lists.
 
         Dead rows are never returned; with ``allowed`` only rows where it is True are.  ``bias`` (one
         value per row, rows beyond it count 0) is added to every score: the exact search ranks by
         ``q · v + bias``; the IVF ranks by ``q · v`` and returns the biased scores of what it found.
+        ``effort`` scales the lists an IVF search visits (a cheaper, rougher search below 1).
         """
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -153,16 +154,16 @@ class CandidateIndex:
         if self.settings.device == "cuda":
             return _biased(*self._gpu_search(q, k, vectors, ok), bias)
         if self._ivf is not None:
-            return _biased(*self._ivf_search(q, k, ok, allowed is not None), bias)
+            return _biased(*self._ivf_search(q, k, ok, allowed is not None, effort), bias)
         scores = q @ vectors.T
         if bias is not None:
             m = min(len(bias), scores.shape[1])
             scores[:, :m] += bias[:m]
         return exact_top_k(scores, k, ok)
 
-    def _ivf_search(self, q: Vectors, k: int, ok: Mask, filtered: bool) -> tuple[npt.NDArray[np.float32], Rows]:
+    def _ivf_search(self, q: Vectors, k: int, ok: Mask, filtered: bool, effort: float = 1.0) -> tuple[npt.NDArray[np.float32], Rows]:
         assert self._ivf is not None
-        params = faiss.SearchParametersIVF(nprobe=self.settings.nprobe)
+        params = faiss.SearchParametersIVF(nprobe=max(1, round(self.settings.nprobe * effort)))
         if filtered:
             bits = np.packbits(ok, bitorder="little")
             params.sel = faiss.IDSelectorBitmap(len(ok), faiss.swig_ptr(bits))

@@ -105,10 +105,15 @@ class NewBlock:
         return self.rows, self.vectors, still
 
 
+NEW_SEARCH_EFFORT = 0.25
+
+
 def _search_new(items: PlatformItems, block: NewBlock, version: int, q: F32, k: int, new_now: npt.NDArray[np.bool_], exact_max: int) -> tuple[F32, I64]:
     if int(new_now.sum()) > exact_max:
         assert items.index is not None
-        return items.index.search(q, k, allowed=new_now)
+        # many new items (a long tail nobody reached yet): a quarter of the text search's effort finds
+        # good enough ones for the new-item slot, whose job is exploration
+        return items.index.search(q, k, allowed=new_now, effort=NEW_SEARCH_EFFORT)
     rows, vectors, still = block.get(items, version, new_now)
     kk = min(k, int(still.sum()))
     scores = q @ vectors
