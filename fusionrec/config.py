@@ -203,6 +203,11 @@ class ModelConfig:
         "FUSIONREC_TRAIN_MAX_PER_BATCH",
         "At most this many training examples per micro-batch (the evaluator's batches of 64 never reach it).",
     )
+    cooc_neighbours: int = setting(
+        200,
+        "FUSIONREC_COOC_NEIGHBOURS",
+        "Co-occurring items per item the ranker reads (its strongest); 0 = all.",
+    )
     text_candidates: int = setting(
         50, "FUSIONREC_TEXT_CANDIDATES", "Candidates per request from the item index (text query)."
     )

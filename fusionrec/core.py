@@ -32,7 +32,7 @@ from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candida
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.explain import explain
 from fusionrec.pipeline.gather import BatchState
-from fusionrec.pipeline.requests import Fuser, RequestBatch, context_matrix
+from fusionrec.pipeline.requests import Fuser, Moment, RequestBatch, context_matrix
 from fusionrec.pipeline.resolve import Identity
 from fusionrec.pipeline.update import Rejection, Updater
 from fusionrec.policy.context import EventContext, parse_context
@@ -141,7 +141,13 @@ class Recommender:
             max_recent_events=m.max_recent_events,
         )
         self.model_version = model_version or f"fusion-v2-{cfg.digest()}"
-        self.learner = OnlineLearner(self.store, publish_every=m.learn_publish_every, train_every=m.train_every, max_examples=m.train_max_per_batch)
+        self.learner = OnlineLearner(
+            self.store,
+            publish_every=m.learn_publish_every,
+            train_every=m.train_every,
+            max_examples=m.train_max_per_batch,
+            cooc_neighbours=m.cooc_neighbours,
+        )
         self.policy = PolicyRanker(cfg.policy, cfg.platforms)
         self.sizes = CandidateSizes(m.text_candidates, m.cooc_candidates, m.popular_candidates, max(cfg.worker.top_k, 10))
         self.platforms = tuple(cfg.platforms)
@@ -241,9 +247,12 @@ class Recommender:
         who = np.fromiter((bs.index[p] for p in persons), np.int64, len(persons))
         target = np.fromiter((where[p] for p in platforms), np.int64, len(persons))
         ids = list(event_ids) if event_ids is not None else [""] * len(persons)
-        reqs = self.fuser.snapshot(bs, who, target, np.asarray(now, np.float64), context_matrix([None] * len(persons)), ids, [""] * len(persons), None)
-        reqs.consumed = [self.fuser.consumed_rows(bs, int(i), p) for i, p in zip(who.tolist(), platforms)]
-        return reqs
+        moment = Moment.of(bs, who, target, np.asarray(now, np.float64))
+        seqs = [self.fuser.seq_rows(bs, i, p) for i, p in zip(who.tolist(), platforms)]
+        recent = [self.fuser.recent_rows(bs, i) for i in who.tolist()]
+        consumed = [self.fuser.consumed_rows(bs, i, p) for i, p in zip(who.tolist(), platforms)]
+        x = context_matrix([None] * len(persons))
+        return self.fuser.requests(bs, moment, x, seqs, recent, ids, [""] * len(persons), consumed, None)
 
     # --- ranking ------------------------------------------------------------------------------------
 

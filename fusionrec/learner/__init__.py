@@ -38,6 +38,7 @@ class OnlineLearner:
         train_every: int = 2,
         max_examples: int = 32,
         popular: int = 20,
+        cooc_neighbours: int = 0,
         seed: int = 0,
     ) -> None:
         self.store = store
@@ -47,7 +48,7 @@ class OnlineLearner:
         self.max_examples = max_examples
         self.popular = popular
         self.rng = np.random.default_rng(seed)
-        self.stats = InteractionStats()
+        self.stats = InteractionStats(neighbours=cooc_neighbours)
         self.adagrad = Adagrad(lr)
         self.context = ContextGate()
         self.model = PublishedModel(0, {})
@@ -165,7 +166,7 @@ class OnlineLearner:
             new=alive & (counts == 0),
             pop_score=contribution.astype(np.float32),
             popular=_best_rows(np.where(alive & (counts > 0), contribution, -np.inf), self.popular),
-            cooc_base=stats.cooc.base,
+            cooc_base=stats.cooc.served,
             cooc_recent=stats.cooc.recent,
         )
 

@@ -115,7 +115,7 @@ def load_state_dict(learner: OnlineLearner, tensors: dict[str, np.ndarray], meta
     if unknown:
         raise CheckpointError(f"checkpoint has features this version does not know: {unknown} (it knows {list(FEATURES)})")
     store = learner.store
-    learner.stats = InteractionStats(tuple(learner.stats.half_lives_s))
+    learner.stats = InteractionStats(tuple(learner.stats.half_lives_s), neighbours=learner.stats.neighbours)
     learner.adagrad.weights, learner.adagrad.grad_sq = {}, {}
     for p in json.loads(meta["platforms"]):
         if p not in store.platforms:

@@ -41,10 +41,17 @@ def _empty(n: int) -> sp.csr_matrix:
 
 
 class Cooc:
-    """One platform's co-occurrence matrix as ``base + recent`` (see the module docstring)."""
+    """One platform's co-occurrence matrix as ``base + recent`` (see the module docstring).
 
-    def __init__(self) -> None:
+    The ranker reads ``served`` instead of ``base``: each row cut to its ``neighbours`` largest values
+    (an item's strongest co-occurrences carry its signal; a popular item's thousands of weak ones cost
+    a sparse product per request and add little).  ``base`` keeps every count (checkpoints, folding).
+    """
+
+    def __init__(self, neighbours: int = 0) -> None:
+        self.neighbours = neighbours
         self.base = _empty(0)
+        self.served = self.base
         self.recent = _empty(0)
 
     @property
@@ -60,12 +67,14 @@ class Cooc:
         the matrices change, so a reader holding the old ones keeps a consistent view."""
         if n > self.n:
             self.base = _resized(self.base, n)
+            self.served = _resized(self.served, n)
             self.recent = _resized(self.recent, n)
         if len(src):
             delta = sp.csr_matrix((val, (src, dst)), shape=(n, n), dtype=np.float32)
             self.recent = self.recent + delta
         if self.recent.nnz > MERGE_SHARE * max(self.base.nnz, 4096):
-            self.base = self.base + self.recent
+            self.base = (self.base + self.recent).tocsr()
+            self.served = strongest(self.base, self.neighbours)
             self.recent = _empty(n)
 
     def rows_times(self, h: sp.csr_matrix) -> sp.csr_matrix:
@@ -79,6 +88,20 @@ class Cooc:
         """Every non-zero as (row, column, value) (checkpoints)."""
         m = (self.base + self.recent).tocoo()
         return m.row.astype(np.int64), m.col.astype(np.int64), m.data.astype(np.float32)
+
+
+def strongest(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """``m`` with each row cut to its ``k`` largest values (``k`` <= 0: all of them)."""
+    lengths = np.diff(m.indptr)
+    if k <= 0 or lengths.max(initial=0) <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    order = np.lexsort((-m.data, rows))  # by row, largest first
+    rank = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
+    keep = order[rank < k]
+    out = sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape, dtype=np.float32)
+    out.sort_indices()
+    return out
 
 
 def _resized(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -117,8 +140,9 @@ class _Pending:
 class InteractionStats:
     """Popularity, counts and co-occurrence of every platform; additions are applied by :meth:`publish`."""
 
-    def __init__(self, half_lives_s: tuple[float, float] = POP_HALF_LIVES_S) -> None:
+    def __init__(self, half_lives_s: tuple[float, float] = POP_HALF_LIVES_S, neighbours: int = 0) -> None:
         self.half_lives_s = np.array(half_lives_s)
+        self.neighbours = neighbours
         self.platforms: dict[str, PlatformStats] = {}
         self.pop_ts = float("-inf")  # newest event applied
         self.pop_ref = float("-inf")  # time the stored popularity is scaled to
@@ -128,7 +152,7 @@ class InteractionStats:
     def platform(self, name: str) -> PlatformStats:
         stats = self.platforms.get(name)
         if stats is None:
-            stats = self.platforms[name] = PlatformStats()
+            stats = self.platforms[name] = PlatformStats(cooc=Cooc(self.neighbours))
         return stats
 
     # ---------------------------------------------------------------------------- recording

@@ -93,6 +93,36 @@ class RequestBatch:
                    np.zeros((0, platforms, dim), np.float32), np.zeros((0, platforms), bool), [], [], [])  # fmt: skip
 
 
+@dataclass
+class Moment:
+    """People's profiles copied at given moments (a wave of events), fused later all at once."""
+
+    who: I64  # rows of the BatchState
+    target: I64
+    now: F64
+    mass: F64  # (W, P)
+    ts: F64
+    count: npt.NDArray[np.int64]
+    norm: F64
+    unit: F32  # (W, P, d)
+
+    @classmethod
+    def of(cls, bs: BatchState, who: I64, target: I64, now: F64) -> Moment:
+        return cls(who, target, now, bs.mass[who], bs.ts[who], bs.count[who], bs.norm[who], bs.unit[who])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Moment]) -> Moment:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("who", "target", "now", "mass", "ts", "count", "norm", "unit")))
+
+    def take(self, idx: npt.NDArray[np.int64]) -> Moment:
+        return Moment(*(getattr(self, f)[idx] for f in ("who", "target", "now", "mass", "ts", "count", "norm", "unit")))
+
+    def __len__(self) -> int:
+        return len(self.who)
+
+
 class Fuser:
     """Mixes gathered people into queries (see the module docstring)."""
 
@@ -104,18 +134,31 @@ class Fuser:
         self.platform_weight = np.array([params.platform_weights.get(p, 1.0) for p in self.platforms])
         self.restrict = restrict_to_target_platform
 
-    def alphas(self, bs: BatchState, who: I64, target: I64, now: F64) -> tuple[F64, npt.NDArray[np.bool_]]:
-        """``(W, P)`` fusion weights as of ``now`` (before the gate), and which profiles take part."""
-        mass, ts = bs.mass[who], bs.ts[who]
-        present = (bs.count[who] > 0) & (bs.norm[who] > 0)
+    def present(self, m: Moment) -> npt.NDArray[np.bool_]:
+        """``(W, P)`` the profiles that take part in each moment's mix."""
+        present = (m.count > 0) & (m.norm > 0)
         if self.restrict:
-            present &= np.arange(len(self.platforms))[None, :] == target[:, None]
-        dt = now[:, None] - ts
+            present &= np.arange(len(self.platforms))[None, :] == m.target[:, None]
+        return present
+
+    def alphas(self, m: Moment) -> tuple[F64, npt.NDArray[np.bool_]]:
+        """``(W, P)`` fusion weights as of each moment (before the gate), and which profiles take part."""
+        present = self.present(m)
+        dt = m.now[:, None] - m.ts
         with np.errstate(over="ignore", invalid="ignore"):
-            decayed = mass * np.where(dt > 0, 0.5 ** (np.where(dt > 0, dt, 0.0) / self.params.half_life_s), 1.0)
+            decayed = m.mass * np.where(dt > 0, 0.5 ** (np.where(dt > 0, dt, 0.0) / self.params.half_life_s), 1.0)
         a = self.platform_weight[None, :] * decayed / (decayed + 1.0)
-        a[np.arange(len(who)), target] *= self.params.same_platform_boost
+        a[np.arange(len(m)), m.target] *= self.params.same_platform_boost
         return np.where(present, a, 0.0), present
+
+    def vectors(self, m: Moment, x: F64, seqs: Sequence[list[int]]) -> tuple[F32, npt.NDArray[np.bool_], F32, F32, F64, npt.NDArray[np.bool_]]:
+        """``(fused, fused is a real profile, own, last, gated weights, present)`` of each moment."""
+        alphas, present = self.alphas(m)
+        weights = self.gated(alphas, present, m.target, x)
+        fused, ok = self.mix(m.unit, weights, present)
+        rows = np.arange(len(m))
+        own = np.where(present[rows, m.target][:, None], m.unit[rows, m.target], 0.0).astype(np.float32)
+        return fused, ok, own, self.last_vectors(seqs, m.target), weights, present
 
     def gated(self, alphas: F64, present: npt.NDArray[np.bool_], target: I64, x: F64, *, live: bool = False) -> F64:
         out = alphas.copy()
@@ -161,48 +204,42 @@ class Fuser:
         rows.sort()
         return rows
 
-    def snapshot(
+    def recent_rows(self, bs: BatchState, i: int) -> list[list[int]]:
+        """Per platform, the rows of the person's newest items there, newest first (explanations)."""
+        where = self.store.where_hash
+        out: list[list[int]] = []
+        for j, p in enumerate(self.platforms):
+            rows = []
+            for h in bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]:
+                at = where(h)
+                if at is not None and at[0] == p:
+                    rows.append(at[1])
+            out.append(rows)
+        return out
+
+    def requests(
         self,
         bs: BatchState,
-        who: I64,
-        target: I64,
-        now: F64,
+        m: Moment,
         x: F64,
+        seqs: list[list[int]],
+        recent: list[list[list[int]]],
         event_ids: list[str],
         touched: list[str],
+        consumed: list[I64],
         fallback: F32 | None,
     ) -> RequestBatch:
-        """The requests of rows ``who`` of ``bs`` for platforms ``target`` as of ``now`` (one per row;
-        a row's person must not appear twice: call once per wave).  ``fallback`` ``(W, d)`` stands in for
-        a person with no profile yet; without it such a request has ``known`` False."""
-        alphas, present = self.alphas(bs, who, target, now)
-        weights = self.gated(alphas, present, target, x)
-        units = bs.unit[who]
-        fused, ok = self.mix(units, weights, present)
+        """The requests of the moments ``m`` (copied as each event left its person).  ``fallback``
+        ``(W, d)`` stands in for a person with no profile yet; without it such a request has ``known``
+        False."""
+        fused, ok, own, last, weights, present = self.vectors(m, x, seqs)
         if fallback is not None:
             fused[~ok] = fallback[~ok]
-            known = np.ones(len(who), bool)
+            known = np.ones(len(m), bool)
         else:
             known = ok
-        own = np.where(present[np.arange(len(who)), target][:, None], units[np.arange(len(who)), target], 0.0).astype(np.float32)
-        names = [self.platforms[t] for t in target.tolist()]
-        who_l = who.tolist()
-        seqs = [self.seq_rows(bs, i, name) for i, name in zip(who_l, names)]
-        present_l = present.tolist()
-        where = self.store.where_hash
-        recent = []
-        for w, i in enumerate(who_l):
-            per: list[list[int]] = []
-            for j, p in enumerate(self.platforms):
-                rows = []
-                if present_l[w][j]:
-                    for h in bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]:
-                        at = where(h)
-                        if at is not None and at[0] == p:
-                            rows.append(at[1])
-                per.append(rows)
-            recent.append(per)
+        recent = [[rows if present_j else [] for rows, present_j in zip(per, flags)] for per, flags in zip(recent, present.tolist())]
         return RequestBatch(
-            target.copy(), [bs.persons[i] for i in who_l], list(event_ids), list(touched), fused, known, own,
-            self.last_vectors(seqs, target), weights, units, present, seqs, recent, [np.zeros(0, np.int64)] * len(who),
+            m.target.copy(), [bs.persons[i] for i in m.who.tolist()], event_ids, touched, fused, known, own,
+            last, weights, m.unit, present, seqs, recent, consumed,
         )  # fmt: skip

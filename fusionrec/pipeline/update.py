@@ -32,7 +32,7 @@ from fusionrec.hashing import stable_hash
 from fusionrec.items import ItemStore
 from fusionrec.learner import Example, OnlineLearner
 from fusionrec.pipeline.gather import BatchState
-from fusionrec.pipeline.requests import Fuser, RequestBatch, context_matrix
+from fusionrec.pipeline.requests import Fuser, Moment, RequestBatch, context_matrix
 from fusionrec.policy.context import EventContext
 from fusionrec.state import remember
 
@@ -55,6 +55,32 @@ class Answer:
 
     positions: list[int]
     replayed: list[bool]
+
+
+@dataclass
+class _Positives:
+    """A wave's positive events, the people as they were just before them (gate and examples)."""
+
+    before: Moment
+    x: npt.NDArray[np.float64]
+    vectors: F32
+    seqs: list[list[int]]
+    examples: list[tuple[int, Example]]  # (index in this wave's positives, example to fill)
+
+
+@dataclass
+class _Snapshots:
+    """Everything a request needs that later waves would change, captured wave by wave; the fusion
+    itself (array math with a fixed cost per call) is done once for the whole batch."""
+
+    moments: list[Moment]
+    x: list[npt.NDArray[np.float64]]
+    seqs: list[list[int]]
+    recent: list[list[list[int]]]
+    consumed: list[npt.NDArray[np.int64]]
+    event_ids: list[str]
+    touched: list[str]
+    fallback: list[F32]
 
 
 class Updater:
@@ -88,7 +114,8 @@ class Updater:
         rejections: list[Rejection] = []
         dirty: set[int] = set()
         self._consumed: dict[tuple[int, int], tuple[list[int], set[int]]] = {}
-        parts: list[RequestBatch] = []
+        self._positives: list[_Positives] = []
+        snaps = _Snapshots([], [], [], [], [], [], [], [])
         answer = Answer([], [])
         waves: list[list[int]] = []
         seen: dict[str, int] = {}
@@ -104,8 +131,9 @@ class Updater:
                 self._learn(events, persons, contexts, accepted, bs)
                 dirty.update(bs.index[persons[p]] for p, *_ in accepted)
             if rank:
-                self._snapshot(events, persons, contexts, accepted, answered, bs, parts, answer)
-        requests = RequestBatch.concat(parts, len(self.fuser.platforms), self.store.dim) if rank else None
+                self._snapshot(events, persons, contexts, accepted, answered, bs, snaps, answer)
+        self._learn_from_positives()
+        requests = self._requests(bs, snaps) if rank else None
         return rejections, sorted(dirty), requests, answer
 
     # ------------------------------------------------------------------------------ checks
@@ -162,7 +190,7 @@ class Updater:
         for k in np.flatnonzero(~positive).tolist():
             self.learner.observe(platforms[int(target[k])], rows[k], float(ts[k]), False, [], None)
         if positive.any():
-            self._test_then_train(events, contexts, accepted, bs, who, target, rows, ts, vectors, positive)
+            self._test_then_train(contexts, accepted, bs, who, target, rows, ts, vectors, positive)
         self._fold(bs, who, target, ts, weight, vectors)
         for k, (position, t, row, h) in enumerate(accepted):
             i = who[k]
@@ -181,7 +209,6 @@ class Updater:
 
     def _test_then_train(
         self,
-        events: Sequence[BehaviorEvent],
         contexts: Sequence[EventContext | None],
         accepted: list[tuple[int, int, int, int]],
         bs: BatchState,
@@ -192,41 +219,55 @@ class Updater:
         vectors: F32,
         positive: npt.NDArray[np.bool_],
     ) -> None:
-        """Statistics, training examples and the context gate, from the people just before the events."""
+        """Statistics now; training examples and the context gate's step from the people as they were
+        just before the events, completed once per batch (:meth:`_learn_from_positives`)."""
         platforms = self.fuser.platforms
         pos = np.flatnonzero(positive)
-        x = context_matrix([contexts[accepted[k][0]] for k in pos.tolist()])
-        alphas, present = self.fuser.alphas(bs, who[pos], target[pos], ts[pos])
+        before = Moment.of(bs, who[pos], target[pos], ts[pos])
         seqs = [self.fuser.seq_rows(bs, int(who[k]), platforms[int(target[k])]) for k in pos.tolist()]
-        wants = []
-        any_present = present.any(axis=1).tolist()
+        any_present = self.fuser.present(before).any(axis=1).tolist()
+        examples = []
         for j, k in enumerate(pos.tolist()):
             platform = platforms[int(target[k])]
             example = None
             if self.learner.wants_example() and (any_present[j] or seqs[j]):
                 example = Example(platform, rows[k], None, None, None, seqs[j])
-                wants.append((j, example))
+                examples.append((j, example))
             self.learner.observe(platform, rows[k], float(ts[k]), True, seqs[j], example)
-        if wants:
-            sel = np.array([j for j, _ in wants])
-            weights = self.fuser.gated(alphas[sel], present[sel], target[pos][sel], x[sel])
-            units = bs.unit[who[pos][sel]]
-            fused, ok = self.fuser.mix(units, weights, present[sel])
-            last = self.fuser.last_vectors([seqs[j] for j in sel.tolist()], target[pos][sel])
-            has_own = present[sel, target[pos][sel]]
-            own = units[np.arange(len(sel)), target[pos][sel]]
-            for m, (j, example) in enumerate(wants):
+        x = context_matrix([contexts[accepted[k][0]] for k in pos.tolist()])
+        self._positives.append(_Positives(before, x, vectors[pos], seqs, examples))
+
+    def _learn_from_positives(self) -> None:
+        """Fill the batch's training examples and take the context gate's step, all waves at once (the
+        gate ranks with its published copy, so deferring its step changes no ranking of this batch)."""
+        if not self._positives:
+            return
+        waves = self._positives
+        before = Moment.concat([w.before for w in waves])
+        x = np.concatenate([w.x for w in waves])
+        offsets = np.cumsum([0] + [len(w.before) for w in waves])
+        examples = [(int(offsets[n]) + j, e) for n, w in enumerate(waves) for j, e in w.examples]
+        seqs = [s for w in waves for s in w.seqs]
+        if examples:
+            sel = np.array([j for j, _ in examples], np.int64)
+            fused, ok, own, last, _, present = self.fuser.vectors(before.take(sel), x[sel], [seqs[j] for j in sel.tolist()])
+            has_own = present[np.arange(len(sel)), before.target[sel]]
+            for m, (j, example) in enumerate(examples):
                 example.fused = fused[m] if ok[m] else None
                 example.own = own[m] if has_own[m] else None
                 example.last = last[m] if seqs[j] else None
-        multi = present.sum(axis=1) >= 2
-        if multi.any():
-            m = np.flatnonzero(multi)
-            cosines = np.einsum("wpd,wd->wp", bs.unit[who[pos][m]], vectors[pos][m])
-            for t in np.unique(target[pos][m]).tolist():
-                sel = m[target[pos][m] == t]
-                mm = np.searchsorted(m, sel)
-                self.learner.context.learn_batch(platforms[t], platforms, x[sel], alphas[sel], cosines[mm].astype(np.float64), present[sel])
+        alphas, present = self.fuser.alphas(before)
+        multi = np.flatnonzero(present.sum(axis=1) >= 2)
+        if len(multi):
+            vectors = np.concatenate([w.vectors for w in waves])[multi]
+            cosines = np.einsum("wpd,wd->wp", before.unit[multi], vectors).astype(np.float64)
+            platforms = self.fuser.platforms
+            target = before.target[multi]
+            for t in np.unique(target).tolist():
+                mm = np.flatnonzero(target == t)
+                sel = multi[mm]
+                self.learner.context.learn_batch(platforms[t], platforms, x[sel], alphas[sel], cosines[mm], present[sel])
+        self._positives = []
 
     def _fold(self, bs: BatchState, who: npt.NDArray[np.int64], target: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], vectors: F32) -> None:
         """``vec = vec·decay + w·v`` for every event of the wave, stored as float16 direction × float32 length."""
@@ -266,9 +307,10 @@ class Updater:
         accepted: list[tuple[int, int, int, int]],
         answered: list[int],
         bs: BatchState,
-        parts: list[RequestBatch],
+        snaps: _Snapshots,
         answer: Answer,
     ) -> None:
+        """Capture the wave's people as its events left them (the requests are fused after the batch)."""
         positions = [p for p, *_ in accepted] + answered
         if not positions:
             return
@@ -276,10 +318,23 @@ class Updater:
         who = np.fromiter((bs.index[persons[p]] for p in positions), np.int64, n)
         target = np.fromiter((self.where.get(events[p].platform, 0) for p in positions), np.int64, n)
         ts = np.fromiter((events[p].ts for p in positions), np.float64, n)
-        fallback = self.store.vectors_of([events[p].item_id for p in positions])
-        x = context_matrix([contexts[p] for p in positions])
-        requests = self.fuser.snapshot(bs, who, target, ts, x, [events[p].event_id for p in positions], [events[p].item_id for p in positions], fallback)
-        requests.consumed = [self._consumed_now(bs, i, t) for i, t in zip(who.tolist(), target.tolist())]
-        parts.append(requests)
+        platforms = self.fuser.platforms
+        snaps.moments.append(Moment.of(bs, who, target, ts))
+        snaps.x.append(context_matrix([contexts[p] for p in positions]))
+        for i, t in zip(who.tolist(), target.tolist()):
+            snaps.seqs.append(self.fuser.seq_rows(bs, i, platforms[t]))
+            snaps.recent.append(self.fuser.recent_rows(bs, i))
+            snaps.consumed.append(self._consumed_now(bs, i, t))
+        snaps.event_ids += [events[p].event_id for p in positions]
+        snaps.touched += [events[p].item_id for p in positions]
+        snaps.fallback.append(self.store.vectors_of([events[p].item_id for p in positions]))
         answer.positions += positions
         answer.replayed += [False] * len(accepted) + [True] * len(answered)
+
+    def _requests(self, bs: BatchState, snaps: _Snapshots) -> RequestBatch:
+        if not snaps.moments:
+            return RequestBatch.empty(len(self.fuser.platforms), self.store.dim)
+        return self.fuser.requests(
+            bs, Moment.concat(snaps.moments), np.concatenate(snaps.x), snaps.seqs, snaps.recent, snaps.event_ids, snaps.touched,
+            snaps.consumed, np.concatenate(snaps.fallback),
+        )  # fmt: skip

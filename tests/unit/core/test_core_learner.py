@@ -21,7 +21,7 @@ from fusionrec.items import ItemStore
 from fusionrec.learner import OnlineLearner, persistence
 from fusionrec.learner.features import features_at, top_per_row
 from fusionrec.learner.model import COS_FUSED, COS_LAST, FEATURES, INITIAL_WEIGHTS, NEW, NEW_FUSED, NEW_LAST, POP_LONG
-from fusionrec.learner.stats import BACKWARD, WINDOW, Cooc, InteractionStats
+from fusionrec.learner.stats import BACKWARD, WINDOW, Cooc, InteractionStats, strongest
 from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.requests import RequestBatch
@@ -289,6 +289,35 @@ def test_cooc_folds_recent_into_base_when_it_passes_a_quarter() -> None:
     cooc.add(n, rng.integers(0, n, 500), rng.integers(0, n, 500), np.ones(500, np.float32))
     assert cooc.recent.nnz == 0 and cooc.base.nnz > 1024  # folded
     assert (cooc.base + cooc.recent).sum() == pytest.approx(total + 500)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(rows=st.integers(1, 8), cols=st.integers(1, 40), density=st.floats(0, 1), k=st.integers(0, 12), seed=st.integers(0, 2**31))
+def test_strongest_keeps_each_rows_k_largest_values(rows: int, cols: int, density: float, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((rows, cols)) < density, rng.integers(1, 6, (rows, cols)), 0).astype(np.float32)
+    out = strongest(sp.csr_matrix(dense), k).toarray()
+    for r in range(rows):
+        stored = dense[r][dense[r] > 0]
+        kept = out[r][out[r] > 0]
+        assert len(kept) == (len(stored) if k <= 0 else min(k, len(stored)))
+        np.testing.assert_array_equal(np.sort(kept)[::-1], np.sort(stored)[::-1][: len(kept)])  # the largest, ties either way
+        assert np.all((out[r] == 0) | (out[r] == dense[r]))  # kept values stay in their columns
+
+
+def test_the_ranker_reads_the_truncated_rows_and_the_checkpoint_every_count() -> None:
+    cooc = Cooc(neighbours=2)
+    n = 60
+    rng = np.random.default_rng(1)
+    src, dst = np.divmod(np.arange(n * n), n)
+    val = rng.integers(1, 1000, n * n).astype(np.float32)
+    cooc.add(n, src, dst, val)  # 3,600 entries: past a quarter of 4,096, so folded into base
+    assert cooc.base.nnz == n * n and cooc.recent.nnz == 0
+    served = cooc.served.toarray()
+    assert (served > 0).sum(axis=1).tolist() == [2] * n
+    for r in range(n):
+        assert sorted(served[r][served[r] > 0].tolist()) == sorted(np.sort(val[r * n : (r + 1) * n])[-2:].tolist())
+    assert float(cooc.triples()[2].sum()) == pytest.approx(float(val.sum()))  # checkpoints keep every count
 
 
 # ------------------------------------------------------------------------------------ top_per_row

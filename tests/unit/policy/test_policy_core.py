@@ -18,7 +18,7 @@ from fusionrec.config import PolicyConfig
 from fusionrec.contracts import BehaviorEvent, ItemUpsert
 from fusionrec.core import Outcome, Recommender
 from fusionrec.learner.features import features_at
-from fusionrec.pipeline.requests import context_matrix
+from fusionrec.pipeline.requests import Moment, context_matrix
 from fusionrec.policy.context import EventContext
 
 DIM = 16
@@ -173,7 +173,7 @@ def test_event_context_feeds_the_learned_fusion_gate() -> None:
     # the person's fusion weights for video as of the end of the stream, before and after the gate
     bs = rec.gather(["u"], states)
     who, target, now = np.array([0]), np.array([PLATFORMS.index("video")]), np.array([T0 + 60])
-    base, present = rec.fuser.alphas(bs, who, target, now)
+    base, present = rec.fuser.alphas(Moment.of(bs, who, target, now))
     assert present.all()
     gated = rec.fuser.gated(base, present, target, context_matrix([EventContext(device="tv", hour=21)]))
     assert not np.allclose(gated, base)
