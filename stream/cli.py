@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from fusionrec.config import load_config, reference
-from fusionrec.errors import RecError
+from fusionrec.config import Config, load_config, reference
+from fusionrec.errors import ConfigError, RecError
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -124,6 +125,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fusionrec.evaluation.report import format_table
 
     cfg = load_config(args.config)
+    if args.protocol == "frozen":
+        return eval_frozen(cfg, args)
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines:
+        raise ConfigError("--split, --keep-consumed, --baselines and --sasrec-param belong to --protocol frozen")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -134,6 +139,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     report = evaluate(cfg, args.dataset, options)
     print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` overrides of SASRecConfig fields (the grid of docs/EVALUATION.md)."""
+    from dataclasses import fields
+
+    from fusionrec.evaluation.sasrec import SASRecConfig
+
+    types = {f.name: f.type for f in fields(SASRecConfig)}
+    parse = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        kind = str(types.get(name, ""))
+        if kind not in parse or not value:
+            raise ConfigError(f"--sasrec-param takes NAME=VALUE with NAME one of {', '.join(types)}; got {pair!r}")
+        try:
+            out[name] = parse[kind](value)
+        except ValueError as exc:
+            raise ConfigError(f"--sasrec-param {pair!r}: {exc}") from exc
+    return out
+
+
+def frozen_baselines(args: argparse.Namespace) -> tuple[str, ...]:
+    from fusionrec.evaluation.protocol.frozen import BASELINES
+
+    if args.no_baselines:
+        return ()
+    names = tuple(n for n in args.baselines.split(",") if n) if args.baselines else BASELINES
+    return tuple(n for n in names if not (args.no_sasrec and n == "sasrec"))
+
+
+def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
+    """``fusionrec eval --protocol frozen``: the papers' leave-one-out protocol, baselines only for now."""
+    from dataclasses import replace
+
+    from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
+    from fusionrec.evaluation.sasrec import SASRecConfig
+
+    overrides = sasrec_params(args.sasrec_param)
+    if args.sasrec_epochs is not None:
+        overrides["epochs"] = args.sasrec_epochs
+    options = FrozenOptions(
+        split=args.split,
+        keep_consumed=args.keep_consumed,
+        limit_users=args.limit_users,
+        baselines=frozen_baselines(args),
+        sasrec_config=replace(SASRecConfig(), **overrides),
+    )
+    report = evaluate_frozen(cfg, args.dataset, options)
+    print(format_frozen(report))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
@@ -231,7 +291,27 @@ def parser() -> argparse.ArgumentParser:
         "--policy", default=None, choices=["none", "epsilon_greedy", "thompson", "ucb"],
         help="ranking policy of the model (default: policy.name of the config; none = pure exploitation)",
     )
-    ev.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec training epochs (default 30, capped at 300 s)")
+    ev.add_argument(
+        "--sasrec-epochs", type=int, default=None,
+        help="SASRec's maximum epochs (default 200; early stopping or a time cap that scales with the data end it sooner)",
+    )
+    ev.add_argument(
+        "--protocol", default="stream", choices=["stream", "frozen"],
+        help="stream: test-then-train replay (default); frozen: the papers' leave-one-out protocol (baselines for now)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["test", "valid"],
+        help="frozen only: valid = each user's last history item is the target, the real targets dropped",
+    )
+    ev.add_argument("--keep-consumed", action="store_true", help="frozen only: rank consumed items too")
+    ev.add_argument(
+        "--baselines", default=None, metavar="LIST",
+        help="frozen only: comma-separated subset of popularity,cooccurrence,text_mean,sasrec",
+    )
+    ev.add_argument(
+        "--sasrec-param", action="append", default=[], metavar="NAME=VALUE",
+        help="frozen only: a SASRecConfig field (repeatable), e.g. dropout=0.2",
+    )
     ev.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="throughput, latency and memory benchmarks (encoder, index, core, end to end)")
