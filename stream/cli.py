@@ -127,8 +127,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines:
-        raise ConfigError("--split, --keep-consumed, --baselines and --sasrec-param belong to --protocol frozen")
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param:
+        raise ConfigError("--split, --keep-consumed, --baselines, --sasrec-param and --baseline-param need --protocol frozen")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -182,6 +182,16 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
     from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
     from fusionrec.evaluation.sasrec import SASRecConfig
 
+    baseline = {"popularity_half_life_days": float, "cooccurrence_history": int}
+    others: dict[str, Any] = {}
+    for pair in args.baseline_param:
+        name, _, value = pair.partition("=")
+        if name not in baseline or not value:
+            raise ConfigError(f"--baseline-param takes NAME=VALUE with NAME one of {', '.join(baseline)}; got {pair!r}")
+        try:
+            others[name] = baseline[name](value)
+        except ValueError as exc:
+            raise ConfigError(f"--baseline-param {pair!r}: {exc}") from exc
     overrides = sasrec_params(args.sasrec_param)
     if args.sasrec_epochs is not None:
         overrides["epochs"] = args.sasrec_epochs
@@ -191,6 +201,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         limit_users=args.limit_users,
         baselines=frozen_baselines(args),
         sasrec_config=replace(SASRecConfig(), **overrides),
+        **others,
     )
     report = evaluate_frozen(cfg, args.dataset, options)
     print(format_frozen(report))
@@ -311,6 +322,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--sasrec-param", action="append", default=[], metavar="NAME=VALUE",
         help="frozen only: a SASRecConfig field (repeatable), e.g. dropout=0.2",
+    )
+    ev.add_argument(
+        "--baseline-param", action="append", default=[], metavar="NAME=VALUE",
+        help="frozen only (repeatable): popularity_half_life_days=D (inf: plain counts) or cooccurrence_history=N",
     )
     ev.set_defaults(func=cmd_eval)
 

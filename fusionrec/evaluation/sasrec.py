@@ -75,7 +75,7 @@ class SASRecConfig:
     batch_size: int = 128
     epochs: int = 200  # at most; early stopping usually ends sooner
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
-    train_s_per_example: float = 0.01  # time cap: this many seconds per training position
+    train_s_per_example: float = 0.05  # time cap: this many seconds per training position
     min_train_s: float = 60.0  # floor of the time cap (tiny sets)
     full_softmax_max: int = 16_384  # a platform with more items trains with the sampled softmax
     negatives: int = 2048  # sampled-softmax negatives per batch and platform (≥ 1,000)
@@ -319,6 +319,7 @@ class SASRecBaseline(Baseline):
             "time_cap_s": round(self.time_cap_s, 1),
             "examples": self.examples,
             "loss": self.loss_kind,
+            "valid_curve": self.valid_curve,  # validation ndcg@10 after each epoch
             "config": {k: getattr(self.cfg, k) for k in self.cfg.__dataclass_fields__},
         }
 

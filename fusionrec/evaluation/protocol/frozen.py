@@ -70,6 +70,9 @@ class FrozenOptions:
     limit_users: int | None = None
     baselines: tuple[str, ...] = BASELINES
     sasrec_config: SASRecConfig = field(default_factory=SASRecConfig)
+    # the other baselines' hyper-parameters (defaults: the streaming protocol's)
+    popularity_half_life_days: float = 30.0
+    cooccurrence_history: int = CoOccurrence.HISTORY
     k: int = max(KS)
 
     def __post_init__(self) -> None:
@@ -138,9 +141,15 @@ MethodFactory = Callable[[Catalog], FrozenMethod]
 def default_methods(options: FrozenOptions) -> list[MethodFactory]:
     """The options' baselines, in the order of ``BASELINES`` (SASRec with the options' config)."""
     sas = replace(options.sasrec_config, valid_keep_consumed=options.keep_consumed)
+
+    def cooccurrence(c: Catalog) -> Baseline:
+        b = CoOccurrence(c)
+        b.HISTORY = options.cooccurrence_history  # the items of a person's history it pairs and sums
+        return b
+
     make: dict[str, Callable[[Catalog], Baseline]] = {
-        "popularity": Popularity,
-        "cooccurrence": CoOccurrence,
+        "popularity": lambda c: Popularity(c, half_life_s=options.popularity_half_life_days * 86400.0),
+        "cooccurrence": cooccurrence,
         "text_mean": TextMean,
         "sasrec": lambda c: SASRecBaseline(c, sas),
     }
@@ -380,6 +389,8 @@ def evaluate_frozen(
     }
     protocol = {"name": "frozen", "split": options.split, "keep_consumed": options.keep_consumed,
                 "limit_users": options.limit_users}  # fmt: skip
+    info["baseline_params"] = {"popularity_half_life_days": options.popularity_half_life_days,
+                               "cooccurrence_history": options.cooccurrence_history}  # fmt: skip
     return frozen_report(str(dataset), protocol, result, time.perf_counter() - t0, info)
 
 

@@ -182,11 +182,27 @@ def test_cli_frozen_valid_and_stream_only_flags(
     monkeypatch.setattr("fusionrec.evaluation.protocol.frozen.evaluate_frozen", fake)
     argv = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--split", "valid", "--keep-consumed",
             "--baselines", "popularity,sasrec", "--sasrec-param", "dropout=0.2", "--sasrec-param", "threads=1",
-            "--sasrec-epochs", "1", "--json", str(tmp_path / "r.json")]  # fmt: skip
+            "--sasrec-epochs", "1", "--baseline-param", "cooccurrence_history=5",
+            "--baseline-param", "popularity_half_life_days=inf", "--json", str(tmp_path / "r.json")]  # fmt: skip
     assert main(argv) == 0
     options = seen["options"]
     assert (options.split, options.keep_consumed, options.baselines) == ("valid", True, ("popularity", "sasrec"))
     assert (options.sasrec_config.dropout, options.sasrec_config.epochs, options.sasrec_config.threads) == (0.2, 1, 1)
+    assert (options.cooccurrence_history, options.popularity_half_life_days) == (5, float("inf"))
     assert "split valid" in capsys.readouterr().out
     assert main(["eval", "--dataset", str(folder), "--split", "valid"]) == 2  # frozen-only flag on the stream protocol
     assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sasrec-param", "nope=1"]) == 2
+    bad = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--baseline-param", "cooccurrence_history=x"]
+    assert main(bad) == 2
+
+
+def test_baseline_params_reach_the_baselines(tmp_path: Path) -> None:
+    from fusionrec.evaluation.protocol.frozen import default_methods
+
+    catalog, _ = catalog_and_split(write(tmp_path / "d", HAND))
+    options = FrozenOptions(
+        popularity_half_life_days=7.0, cooccurrence_history=3, baselines=("popularity", "cooccurrence")
+    )
+    pop, cooc = (factory(catalog) for factory in default_methods(options))
+    assert pop.baseline.half_life_s == 7 * 86400.0  # type: ignore[attr-defined]
+    assert cooc.baseline.HISTORY == 3  # type: ignore[attr-defined]
