@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from fusionrec.config import load_config, redacted, reference
-from fusionrec.errors import RecError
+from fusionrec.config import Config, load_config, redacted, reference
+from fusionrec.errors import ConfigError, RecError
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -125,6 +126,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     # the dataset's platforms are the ones evaluated (the config's may name a deployment's)
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
+    if args.protocol == "frozen":
+        return eval_frozen(cfg, args)
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param:
+        raise ConfigError("--split, --keep-consumed, --baselines, --sasrec-param and --baseline-param need --protocol frozen")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -135,6 +140,72 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     report = evaluate(cfg, args.dataset, options, recommender=build_recommender(cfg))
     print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` overrides of SASRecConfig fields (the grid of docs/EVALUATION.md)."""
+    from dataclasses import fields
+
+    from fusionrec.evaluation.sasrec import SASRecConfig
+
+    types = {f.name: f.type for f in fields(SASRecConfig)}
+    parse = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        kind = str(types.get(name, ""))
+        if kind not in parse or not value:
+            raise ConfigError(f"--sasrec-param takes NAME=VALUE with NAME one of {', '.join(types)}; got {pair!r}")
+        try:
+            out[name] = parse[kind](value)
+        except ValueError as exc:
+            raise ConfigError(f"--sasrec-param {pair!r}: {exc}") from exc
+    return out
+
+
+def frozen_baselines(args: argparse.Namespace) -> tuple[str, ...]:
+    from fusionrec.evaluation.protocol.frozen import BASELINES
+
+    if args.no_baselines:
+        return ()
+    names = tuple(n for n in args.baselines.split(",") if n) if args.baselines else BASELINES
+    return tuple(n for n in names if not (args.no_sasrec and n == "sasrec"))
+
+
+def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
+    """``fusionrec eval --protocol frozen``: the papers' leave-one-out protocol, baselines only for now."""
+    from dataclasses import replace
+
+    from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
+    from fusionrec.evaluation.sasrec import SASRecConfig
+
+    baseline = {"popularity_half_life_days": float, "cooccurrence_history": int}
+    others: dict[str, Any] = {}
+    for pair in args.baseline_param:
+        name, _, value = pair.partition("=")
+        if name not in baseline or not value:
+            raise ConfigError(f"--baseline-param takes NAME=VALUE with NAME one of {', '.join(baseline)}; got {pair!r}")
+        try:
+            others[name] = baseline[name](value)
+        except ValueError as exc:
+            raise ConfigError(f"--baseline-param {pair!r}: {exc}") from exc
+    overrides = sasrec_params(args.sasrec_param)
+    if args.sasrec_epochs is not None:
+        overrides["epochs"] = args.sasrec_epochs
+    options = FrozenOptions(
+        split=args.split,
+        keep_consumed=args.keep_consumed,
+        limit_users=args.limit_users,
+        baselines=frozen_baselines(args),
+        sasrec_config=replace(SASRecConfig(), **overrides),
+        **others,
+    )
+    report = evaluate_frozen(cfg, args.dataset, options)
+    print(format_frozen(report))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
@@ -250,7 +321,31 @@ def parser() -> argparse.ArgumentParser:
         "--policy", default=None, choices=["none", "epsilon_greedy", "thompson", "ucb"],
         help="ranking policy of the model (default: policy.name of the config; none = pure exploitation)",
     )
-    ev.add_argument("--sasrec-epochs", type=int, default=None, help="SASRec training epochs (default 30, capped at 300 s)")
+    ev.add_argument(
+        "--sasrec-epochs", type=int, default=None,
+        help="SASRec's maximum epochs (default 200; early stopping or a time cap that scales with the data end it sooner)",
+    )
+    ev.add_argument(
+        "--protocol", default="stream", choices=["stream", "frozen"],
+        help="stream: test-then-train replay (default); frozen: the papers' leave-one-out protocol (baselines for now)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["test", "valid"],
+        help="frozen only: valid = each user's last history item is the target, the real targets dropped",
+    )
+    ev.add_argument("--keep-consumed", action="store_true", help="frozen only: rank consumed items too")
+    ev.add_argument(
+        "--baselines", default=None, metavar="LIST",
+        help="frozen only: comma-separated subset of popularity,cooccurrence,text_mean,sasrec",
+    )
+    ev.add_argument(
+        "--sasrec-param", action="append", default=[], metavar="NAME=VALUE",
+        help="frozen only: a SASRecConfig field (repeatable), e.g. dropout=0.2",
+    )
+    ev.add_argument(
+        "--baseline-param", action="append", default=[], metavar="NAME=VALUE",
+        help="frozen only (repeatable): popularity_half_life_days=D (inf: plain counts) or cooccurrence_history=N",
+    )
     ev.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="throughput, latency and memory benchmarks (encoder, index, core, end to end)")

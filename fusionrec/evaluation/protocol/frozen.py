@@ -1,0 +1,474 @@
+"""The frozen (leave-one-out) protocol of the sequential-recommendation papers.
+
+Every method first learns from (or is trained on) **all** ``history`` events; then every target is
+ranked from that state, with nothing learned from any target: a person's targets on one platform
+share one ranking over that platform's full catalog, and each is scored with the others removed from
+the list (one relevant item per target, as in the streaming protocol).  Items the person interacted
+with in the history are excluded unless ``keep_consumed`` (some papers keep them).
+
+``split="valid"`` is the validation split on which hyper-parameters are chosen: each user's last
+history event becomes the target and the real targets are dropped, so nothing is ever tuned on them.
+
+A method is anything with ``name``, ``fit(history)`` (all learning before the first ranking; returns
+an info dict) and ``rank(requests, k)``; :class:`BaselineMethod` adapts the replay baselines (optional
+``fit`` on item sequences, then ``learn`` on every history event in order).  The streaming protocol
+(``replay.py``) is untouched; this module shares its baselines, metrics and report shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fusionrec.config import Config
+from fusionrec.contracts import BehaviorEvent, ItemUpsert
+from fusionrec.dataset import DatasetEvent, read_events, read_items
+from fusionrec.errors import ConfigError
+from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
+from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
+from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+from fusionrec.items import ItemStore as Catalog
+from fusionrec.protocols import TextEncoderT
+
+__all__ = [
+    "SPLITS",
+    "BASELINES",
+    "FrozenOptions",
+    "FrozenMethod",
+    "History",
+    "BaselineMethod",
+    "Split",
+    "split_events",
+    "build_catalog",
+    "default_methods",
+    "run_frozen",
+    "evaluate_frozen",
+    "format_frozen",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("test", "valid")
+BASELINES = ("popularity", "cooccurrence", "text_mean", "sasrec")
+BEYOND_K = 10
+ENCODE_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class FrozenOptions:
+    split: str = "test"  # "test": the dataset's targets; "valid": each user's last history event
+    keep_consumed: bool = False
+    limit_users: int | None = None
+    baselines: tuple[str, ...] = BASELINES
+    sasrec_config: SASRecConfig = field(default_factory=SASRecConfig)
+    # the other baselines' hyper-parameters (defaults: the streaming protocol's)
+    popularity_half_life_days: float = 30.0
+    cooccurrence_history: int = CoOccurrence.HISTORY
+    k: int = max(KS)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise ConfigError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
+
+
+def person_of_user(user_id: str) -> str:
+    """Dataset user ids name one person across platforms (as in the streaming protocol)."""
+    return f"u:{user_id}"
+
+
+@dataclass(frozen=True)
+class History:
+    """What a method may learn from: the history events in time order, their person and polarity."""
+
+    events: Sequence[BehaviorEvent]
+    persons: Sequence[str]
+    positive: Sequence[bool]
+
+    def sequences(self) -> dict[str, list[str]]:
+        """Each person's positive items in time order (all platforms)."""
+        seqs: dict[str, list[str]] = defaultdict(list)
+        for e, person, pos in zip(self.events, self.persons, self.positive):
+            if pos:
+                seqs[person].append(e.item_id)
+        return dict(seqs)
+
+
+class FrozenMethod(Protocol):
+    name: str
+
+    def fit(self, history: History) -> dict[str, Any]: ...
+
+    def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]: ...
+
+
+class BaselineMethod:
+    """A replay baseline under the frozen protocol: ``fit`` on the sequences if it has one (SASRec),
+    then ``learn`` every history event in order, exactly as the replay feeds it."""
+
+    def __init__(self, baseline: Baseline) -> None:
+        self.baseline = baseline
+        self.name = baseline.name
+
+    def fit(self, history: History) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        fit = getattr(self.baseline, "fit", None)
+        if fit is not None:
+            fit(list(history.sequences().values()))
+            info = self.baseline.info() if hasattr(self.baseline, "info") else {}
+        for e, person, pos in zip(history.events, history.persons, history.positive):
+            self.baseline.learn(person, e.item_id, e.ts, pos)
+        return info
+
+    def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
+        return self.baseline.rank(requests, k)
+
+
+MethodFactory = Callable[[Catalog], FrozenMethod]
+
+
+def default_methods(options: FrozenOptions) -> list[MethodFactory]:
+    """The options' baselines, in the order of ``BASELINES`` (SASRec with the options' config)."""
+    sas = replace(options.sasrec_config, valid_keep_consumed=options.keep_consumed)
+
+    def cooccurrence(c: Catalog) -> Baseline:
+        b = CoOccurrence(c)
+        b.HISTORY = options.cooccurrence_history  # the items of a person's history it pairs and sums
+        return b
+
+    make: dict[str, Callable[[Catalog], Baseline]] = {
+        "popularity": lambda c: Popularity(c, half_life_s=options.popularity_half_life_days * 86400.0),
+        "cooccurrence": cooccurrence,
+        "text_mean": TextMean,
+        "sasrec": lambda c: SASRecBaseline(c, sas),
+    }
+    return [lambda c, f=make[name]: BaselineMethod(f(c)) for name in BASELINES if name in options.baselines]
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    history: list[DatasetEvent]
+    targets: list[DatasetEvent]
+
+
+def split_events(events: Sequence[DatasetEvent], split: str) -> Split:
+    """History and targets of ``split``: the dataset's, or (``valid``) each user's last history event
+    as the target, with the real targets dropped."""
+    history = [de for de in events if de.role == "history"]
+    if split == "test":
+        return Split(history, [de for de in events if de.role == "target"])
+    if split != "valid":
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    last: dict[str, int] = {}
+    for n, de in enumerate(history):  # file order is time order, ties in the source's order
+        last[de.event.user_id] = n
+    chosen = set(last.values())
+    return Split(
+        [de for n, de in enumerate(history) if n not in chosen],
+        [replace(de, role="target") for n, de in enumerate(history) if n in chosen],
+    )
+
+
+def limit_users(events: list[DatasetEvent], n: int | None) -> list[DatasetEvent]:
+    """The events of the first ``n`` users to appear (all of them when ``n`` is None)."""
+    if not n:
+        return events
+    keep: set[str] = set()
+    for de in events:
+        if len(keep) >= n:
+            break
+        keep.add(de.event.user_id)
+    return [de for de in events if de.event.user_id in keep]
+
+
+@contextmanager
+def every_core() -> Iterator[None]:
+    """Torch on every core for the encoder (the caller runs under ``nice`` on a shared machine)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def default_encoder(cfg: Config) -> TextEncoderT:
+    """The workers' encoder with the on-disk vector cache (a second run encodes nothing)."""
+    from encoder.cache import CachedEncoder
+    from encoder.hf import TextEncoder
+
+    encoder: TextEncoderT = TextEncoder(cfg.model.encoder_dir or None, device=cfg.model.device)
+    if cfg.model.vector_cache_dir:
+        encoder = CachedEncoder(encoder, Path(cfg.model.vector_cache_dir).expanduser())
+    return encoder
+
+
+def build_catalog(items: Sequence[ItemUpsert], encoder: TextEncoderT) -> Catalog:
+    """A catalog of ``items`` with their text vectors, built as the core builds its own (same text
+    template, so the vector cache hits)."""
+    from encoder.templates import item_text
+
+    catalog = Catalog(encoder.dim)
+    with every_core():
+        for s in range(0, len(items), ENCODE_CHUNK):
+            chunk = items[s : s + ENCODE_CHUNK]
+            vectors = encoder.encode([item_text(m.title, m.text, m.platform, m.categories) for m in chunk])
+            catalog.upsert([m.item_id for m in chunk], [m.platform for m in chunk], np.asarray(vectors, np.float32))
+    return catalog
+
+
+# --- the protocol -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrozenResult:
+    targets: int = 0
+    skipped: int = 0  # targets whose item is not in the catalog of its platform
+    slices: dict[str, dict[str, MetricSet]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(MetricSet)))
+    beyond: dict[str, dict[str, BeyondAccuracy]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(BeyondAccuracy))
+    )
+    slice_platforms: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One person's targets on one platform: ranked once, from the history only."""
+
+    person: str
+    platform: str
+    ts: float
+    targets: tuple[str, ...]
+    cross: bool  # the person has history on another platform
+
+
+def _groups(split: Split, catalog: Catalog, result: FrozenResult) -> list[_Group]:
+    by: dict[tuple[str, str], list[BehaviorEvent]] = defaultdict(list)
+    for de in split.targets:
+        e = de.event
+        where = catalog.row.get(e.item_id)
+        if where is None or where[0] != e.platform:
+            result.skipped += 1
+            continue
+        by[(person_of_user(e.user_id), e.platform)].append(e)
+    platforms: dict[str, set[str]] = defaultdict(set)
+    for de in split.history:
+        platforms[person_of_user(de.event.user_id)].add(de.event.platform)
+    groups = []
+    for (person, platform), evs in sorted(by.items(), key=lambda kv: max(e.ts for e in kv[1])):
+        ts, targets = max(e.ts for e in evs), tuple(e.item_id for e in evs)
+        groups.append(_Group(person, platform, ts, targets, cross=bool(platforms[person] - {platform})))
+    return groups
+
+
+def run_frozen(
+    catalog: Catalog,
+    split: Split,
+    methods: Sequence[FrozenMethod],
+    *,
+    positive: Callable[[BehaviorEvent], bool],
+    keep_consumed: bool = False,
+    k: int = max(KS),
+    on_rank: Callable[[str], None] | None = None,
+) -> FrozenResult:
+    """Fit every method on the history, then rank every target group; metrics per slice and method.
+
+    ``on_rank`` (for tests) is called with a method's name just before its ranking call.
+    """
+    result = FrozenResult()
+    history = History(
+        [de.event for de in split.history],
+        [person_of_user(de.event.user_id) for de in split.history],
+        [positive(de.event) for de in split.history],
+    )
+    consumed: dict[str, set[str]] = defaultdict(set)
+    interactions: dict[str, float] = defaultdict(float)  # novelty: the history's interaction counts
+    for e, person in zip(history.events, history.persons):
+        consumed[person].add(e.item_id)
+        interactions[e.item_id] += 1.0
+    groups = _groups(split, catalog, result)
+    requests = [
+        BaselineRequest(g.person, g.platform, g.ts, frozenset() if keep_consumed else frozenset(consumed[g.person]))
+        for g in groups
+    ]
+    kk = k + max((len(g.targets) for g in groups), default=1) - 1
+    for method in methods:
+        t0 = time.perf_counter()
+        info = method.fit(history)
+        fit_s = time.perf_counter() - t0
+        if on_rank is not None:
+            on_rank(method.name)
+        t1 = time.perf_counter()
+        lists = method.rank(requests, kk)
+        rank_s = time.perf_counter() - t1
+        result.info[method.name] = {**info, "fit_seconds": round(fit_s, 1), "rank_seconds": round(rank_s, 1)}
+        _score(result, groups, lists, method.name, interactions, catalog, k)
+        log.info("%s: fitted in %.1fs, ranked %d groups", method.name, fit_s, len(groups))
+    result.targets = sum(len(g.targets) for g in groups)
+    return result
+
+
+def _score(
+    result: FrozenResult,
+    groups: Sequence[_Group],
+    lists: Sequence[Sequence[str]],
+    method: str,
+    interactions: Mapping[str, float],
+    catalog: Catalog,
+    k: int,
+) -> None:
+    total = float(sum(interactions.values()))
+    for g, ranked_all in zip(groups, lists):
+        group_items = set(g.targets)
+        for target in g.targets:
+            names = ["overall", f"platform:{g.platform}"]
+            if g.cross:
+                names.append("cross_platform")
+            if target not in interactions:
+                names.append("cold_items")
+            # the other targets of the group are neither hits nor misses for this one
+            ranked = [i for i in ranked_all if i == target or i not in group_items][:k]
+            vecs = [v for v in (catalog.vector(i) for i in ranked[:BEYOND_K]) if v is not None]
+            diversity = intra_list_diversity(np.stack(vecs), BEYOND_K) if vecs else 0.0
+            novelty = novelty_at_k(ranked, interactions, total, BEYOND_K)
+            for name in names:
+                result.slice_platforms[name].add(g.platform)
+                result.slices[name][method].add(ranked, {target})
+                result.beyond[name][method].add_scored(ranked, diversity, novelty)
+
+
+def evaluate_frozen(
+    cfg: Config,
+    dataset: str | Path,
+    options: FrozenOptions,
+    *,
+    methods: Sequence[MethodFactory] | None = None,
+    encoder: TextEncoderT | None = None,
+) -> dict[str, Any]:
+    """Read ``dataset``, build the catalog (cached text vectors), run the frozen protocol with
+    ``methods`` (default: every baseline, SASRec included); the JSON report."""
+    from fusionrec.fusion import event_weight
+
+    t0 = time.perf_counter()
+    items = list(read_items(dataset))
+    catalog = build_catalog(items, encoder or default_encoder(cfg))
+    catalog_s = time.perf_counter() - t0
+    events = limit_users(list(read_events(dataset)), options.limit_users)
+    split = split_events(events, options.split)
+    weights = cfg.model.event_weights
+    built = [factory(catalog) for factory in (default_methods(options) if methods is None else methods)]
+    result = run_frozen(
+        catalog, split, built,
+        positive=lambda e: event_weight(e.event_type, e.value, weights) > 0,
+        keep_consumed=options.keep_consumed, k=options.k,
+    )  # fmt: skip
+    info = {
+        "items": len(items),
+        "history_events": len(split.history),
+        "skipped_targets": result.skipped,
+        "catalog_seconds": round(catalog_s, 1),
+        "methods": result.info,
+        "catalog_sizes": {p: catalog.size(p) for p in sorted(catalog.ids)},
+    }
+    protocol = {"name": "frozen", "split": options.split, "keep_consumed": options.keep_consumed,
+                "limit_users": options.limit_users}  # fmt: skip
+    info["baseline_params"] = {"popularity_half_life_days": options.popularity_half_life_days,
+                               "cooccurrence_history": options.cooccurrence_history}  # fmt: skip
+    return frozen_report(str(dataset), protocol, result, time.perf_counter() - t0, info)
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+MODEL = "model"
+
+
+def _row(ms: MetricSet, beyond: BeyondAccuracy | None, catalog_size: int) -> dict[str, float]:
+    row = {name: round(v, 5) for name, v in ms.mean().items()}
+    if beyond is not None:
+        row.update({name: round(v, 5) for name, v in beyond.mean(catalog_size).items()})
+    return row
+
+
+def frozen_report(
+    dataset: str, protocol: dict[str, Any], result: FrozenResult, seconds: float, info: dict[str, Any]
+) -> dict[str, Any]:
+    """The streaming report's shape, plus ``protocol``; ``model`` is None until the model is a method."""
+    sizes: dict[str, int] = info["catalog_sizes"]
+
+    def part(name: str) -> dict[str, Any]:
+        per, beyond = result.slices.get(name, {}), result.beyond.get(name, {})
+        size = sum(sizes.get(p, 0) for p in result.slice_platforms.get(name, ()))
+        rows = {m: _row(per[m], beyond.get(m), size) for m in per}
+        n = max((s.n for s in per.values()), default=0)
+        return {"targets": n, "model": rows.pop(MODEL, None), "baselines": rows}
+
+    overall = part("overall")
+    slices: dict[str, Any] = {name: part(name) for name in ("cross_platform", "cold_items")}
+    slices["per_platform"] = {
+        name.split(":", 1)[1]: part(name) for name in sorted(result.slices) if name.startswith("platform:")
+    }
+    if overall["model"] is None:
+        info = {**info, "model": "not run: the frozen protocol has no adapter for the model yet"}
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "targets": result.targets,
+        "seconds": round(seconds, 1),
+        "model": overall["model"],
+        "baselines": overall["baselines"],
+        "slices": slices,
+        "info": info,
+    }
+
+
+def format_frozen(report: dict[str, Any]) -> str:
+    """Markdown tables: overall, then every slice; the model's row only when it ran."""
+    p = report["protocol"]
+    head = f"dataset {report['dataset']}: protocol {p['name']}, split {p['split']}, "
+    head += "consumed kept" if p["keep_consumed"] else "consumed excluded"
+    head += f"; {report['targets']} targets, {report['seconds']}s"
+    lines = [head, ""]
+
+    def table(title: str, part: dict[str, Any]) -> None:
+        rows = ([("model", part["model"])] if part["model"] is not None else []) + list(part["baselines"].items())
+        if not rows:
+            return
+        columns = list(rows[0][1])
+        lines.append(f"{title} ({part['targets']} targets)")
+        lines.append("| method | " + " | ".join(columns) + " |")
+        lines.append("|---|" + "---:|" * len(columns))
+        for name, row in rows:
+            lines.append(f"| {name} | " + " | ".join(f"{row.get(m, float('nan')):.4f}" for m in columns) + " |")
+        lines.append("")
+
+    table("overall", {"targets": report["targets"], "model": report["model"], "baselines": report["baselines"]})
+    s = report["slices"]
+    for name in ("cross_platform", "cold_items"):
+        table(name, s[name])
+    for platform, part in s["per_platform"].items():
+        table(f"platform {platform}", part)
+    for name, info in report["info"]["methods"].items():
+        if "best_valid_ndcg@10" in info:
+            lines.append(
+                f"{name}: {info['epochs']} epochs (best {info['best_epoch']}, stop: {info['stop']}), "
+                f"{info['train_seconds']}s training (cap {info['time_cap_s']}s, {info['examples']} examples), "
+                f"best validation ndcg@10 {info['best_valid_ndcg@10']}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The frozen (leave-one-out) protocol: fit on the history only, rank every target before anything is
+learned from one, consumed items excluded unless kept, the validation split, the report and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fusionrec.config import Config
+from fusionrec.dataset import DatasetEvent, read_events, read_items
+from fusionrec.evaluation.baselines import BaselineRequest, Popularity
+from fusionrec.evaluation.protocol.frozen import (
+    BaselineMethod,
+    FrozenOptions,
+    History,
+    build_catalog,
+    evaluate_frozen,
+    format_frozen,
+    run_frozen,
+    split_events,
+)
+from fusionrec.evaluation.sasrec import SASRecConfig
+from fakes import HashEncoder
+from stream.cli import main
+
+T0 = 1_600_000_000.0
+ITEMS = [(i, "shop", f"item {i}", f"text {i}") for i in "abcdef"] + [("x", "news", "news x", "")]
+
+
+def write(
+    folder: Path, events: Sequence[tuple[float, str, str, str, str]], items: Sequence[tuple[str, ...]] = ITEMS
+) -> Path:
+    """A dataset folder; events are (ts, user, platform, item, role)."""
+    folder.mkdir()
+    with gzip.open(folder / "items.tsv.gz", "wt", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["item_id", "platform", "title", "text"])
+        w.writerows(items)
+    with gzip.open(folder / "events.tsv.gz", "wt", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["ts", "user_id", "platform", "item_id", "event_type", "value", "role"])
+        w.writerows((ts, u, p, i, "review", "", role) for ts, u, p, i, role in sorted(events, key=lambda e: e[0]))
+    return folder
+
+
+# Popularity in the history: a 3, b 2, c 1, x 1 (news); d, e, f never.
+HAND = [
+    (T0 + 0, "u1", "shop", "a", "history"),
+    (T0 + 1, "u1", "shop", "b", "history"),
+    (T0 + 2, "u2", "shop", "a", "history"),
+    (T0 + 3, "u2", "shop", "c", "history"),
+    (T0 + 4, "u3", "shop", "a", "history"),
+    (T0 + 5, "u3", "shop", "b", "history"),
+    (T0 + 6, "u3", "news", "x", "history"),
+    (T0 + 10, "u1", "shop", "c", "target"),  # u1 consumed a, b: c is first once they are excluded
+    (T0 + 11, "u2", "shop", "e", "target"),  # a cold item (no history); u1's target must not lift it
+    (T0 + 11, "u2", "shop", "d", "target"),  # same group as e: neither counts against the other
+    (T0 + 12, "u3", "shop", "e", "target"),
+]
+
+
+def catalog_and_split(folder: Path, split: str = "test") -> tuple[Any, Any]:
+    catalog = build_catalog(list(read_items(folder)), HashEncoder(8, "fake-8"))
+    return catalog, split_events(list(read_events(folder)), split)
+
+
+def ndcg(rank: int) -> float:
+    return 1.0 / math.log2(rank + 1)
+
+
+class Spy:
+    """A method that records what it was fitted on and what it was asked to rank."""
+
+    name = "spy"
+
+    def __init__(self, inner: BaselineMethod, log: list[str]) -> None:
+        self.inner, self.log = inner, log
+        self.fitted: list[str] = []
+        self.requests: list[BaselineRequest] = []
+
+    def fit(self, history: History) -> dict[str, Any]:
+        self.log.append("fit")
+        self.fitted = [e.event_id for e in history.events]
+        return self.inner.fit(history)
+
+    def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
+        self.log.append("rank")
+        self.requests = list(requests)
+        return self.inner.rank(requests, k)
+
+
+def test_hand_checked_popularity_with_consumed_excluded_and_kept(tmp_path: Path) -> None:
+    catalog, split = catalog_and_split(write(tmp_path / "d", HAND))
+    positive = lambda e: True  # noqa: E731
+    excluded = run_frozen(catalog, split, [BaselineMethod(Popularity(catalog))], positive=positive)
+    kept = run_frozen(catalog, split, [BaselineMethod(Popularity(catalog))], positive=positive, keep_consumed=True)
+    # excluded: u1 [c, d, e, f] -> c at 1; u2 [b, d, e, f] -> d at 2, e at 2 (d removed); u3 [c, d, e, f] -> e at 3
+    ms = excluded.slices["overall"]["popularity"].mean()
+    assert ms["ndcg@10"] == pytest.approx((1.0 + ndcg(2) + ndcg(2) + ndcg(3)) / 4)
+    assert ms["recall@10"] == 1.0
+    # kept: u1 [a, b, c, ...] -> c at 3; u2 [a, b, c, d, e] -> d at 4, e at 4; u3 -> e at 5
+    mk = kept.slices["overall"]["popularity"].mean()
+    assert mk["ndcg@10"] == pytest.approx((ndcg(3) + ndcg(4) + ndcg(4) + ndcg(5)) / 4)
+    assert excluded.targets == 4
+    assert excluded.slices["cold_items"]["popularity"].n == 3  # d, e, e: nobody had them in the history
+    assert excluded.slices["cross_platform"]["popularity"].n == 1  # u3 has news history
+
+
+def test_everything_is_fitted_before_any_ranking_and_no_target_is_learned(tmp_path: Path) -> None:
+    folder = write(tmp_path / "d", HAND)
+    catalog, split = catalog_and_split(folder)
+    log: list[str] = []
+    spies = [Spy(BaselineMethod(Popularity(catalog)), log), Spy(BaselineMethod(Popularity(catalog)), log)]
+    run_frozen(catalog, split, spies, positive=lambda e: True)
+    assert log == ["fit", "rank", "fit", "rank"]
+    targets = {de.event.event_id for de in read_events(folder) if de.role == "target"}
+    for spy in spies:
+        assert spy.fitted and not set(spy.fitted) & targets
+        # one request per (person, platform) group, consumed = the person's history items
+        assert {(r.person, r.platform, r.consumed) for r in spy.requests} == {
+            ("u:u1", "shop", frozenset("ab")),
+            ("u:u2", "shop", frozenset("ac")),
+            ("u:u3", "shop", frozenset({"a", "b", "x"})),
+        }
+
+
+def test_valid_split_uses_the_last_history_item_and_drops_targets(tmp_path: Path) -> None:
+    events = list(read_events(write(tmp_path / "d", HAND)))
+    split = split_events(events, "valid")
+    assert [(de.event.user_id, de.event.item_id, de.role) for de in split.targets] == [
+        ("u1", "b", "target"), ("u2", "c", "target"), ("u3", "x", "target"),
+    ]  # fmt: skip
+    history = [(de.event.user_id, de.event.item_id) for de in split.history]
+    assert history == [("u1", "a"), ("u2", "a"), ("u3", "a"), ("u3", "b")]
+    assert all(de.role == "history" for de in split.history)
+    test = split_events(events, "test")
+    assert len(test.targets) == 4 and len(test.history) == 7
+
+
+def test_ties_keep_the_file_order_for_the_last_history_item() -> None:
+    from fusionrec.contracts import BehaviorEvent
+
+    def ev(n: int, item: str) -> DatasetEvent:
+        return DatasetEvent(BehaviorEvent(f"e{n}", T0, "shop", "u", item, "review"), "history")
+
+    split = split_events([ev(1, "a"), ev(2, "b"), ev(3, "c")], "valid")
+    assert [de.event.item_id for de in split.targets] == ["c"]
+
+
+def test_evaluate_frozen_report(tmp_path: Path) -> None:
+    folder = write(tmp_path / "d", HAND)
+    cfg = Config(platforms=("shop", "news"))
+    sas = SASRecConfig(dim=8, blocks=1, heads=1, epochs=2, threads=1)
+    report = evaluate_frozen(cfg, folder, FrozenOptions(sasrec_config=sas), encoder=HashEncoder(8, "fake-8"))
+    assert report["protocol"] == {"name": "frozen", "split": "test", "keep_consumed": False, "limit_users": None}
+    assert report["model"] is None and report["info"]["model"].startswith("not run")
+    assert set(report["baselines"]) == {"popularity", "cooccurrence", "text_mean", "sasrec"}
+    assert report["targets"] == 4
+    expected = (1.0 + ndcg(2) + ndcg(2) + ndcg(3)) / 4
+    assert report["baselines"]["popularity"]["ndcg@10"] == pytest.approx(expected, abs=1e-5)
+    assert report["info"]["methods"]["sasrec"]["epochs"] >= 1
+    assert set(report["slices"]["per_platform"]) == {"shop"}
+    assert "sasrec" in format_frozen(report)
+
+
+def test_cli_frozen_valid_and_stream_only_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write(tmp_path / "d", HAND)
+    seen: dict[str, Any] = {}
+
+    def fake(cfg: Config, dataset: Any, options: FrozenOptions, **kw: Any) -> dict[str, Any]:
+        seen["options"] = options
+        return evaluate_frozen(cfg, dataset, options, encoder=HashEncoder(8, "fake-8"))
+
+    monkeypatch.setattr("fusionrec.evaluation.protocol.frozen.evaluate_frozen", fake)
+    argv = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--split", "valid", "--keep-consumed",
+            "--baselines", "popularity,sasrec", "--sasrec-param", "dropout=0.2", "--sasrec-param", "threads=1",
+            "--sasrec-epochs", "1", "--baseline-param", "cooccurrence_history=5",
+            "--baseline-param", "popularity_half_life_days=inf", "--json", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv) == 0
+    options = seen["options"]
+    assert (options.split, options.keep_consumed, options.baselines) == ("valid", True, ("popularity", "sasrec"))
+    assert (options.sasrec_config.dropout, options.sasrec_config.epochs, options.sasrec_config.threads) == (0.2, 1, 1)
+    assert (options.cooccurrence_history, options.popularity_half_life_days) == (5, float("inf"))
+    assert "split valid" in capsys.readouterr().out
+    assert main(["eval", "--dataset", str(folder), "--split", "valid"]) == 2  # frozen-only flag on the stream protocol
+    assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sasrec-param", "nope=1"]) == 2
+    bad = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--baseline-param", "cooccurrence_history=x"]
+    assert main(bad) == 2
+
+
+def test_baseline_params_reach_the_baselines(tmp_path: Path) -> None:
+    from fusionrec.evaluation.protocol.frozen import default_methods
+
+    catalog, _ = catalog_and_split(write(tmp_path / "d", HAND))
+    options = FrozenOptions(
+        popularity_half_life_days=7.0, cooccurrence_history=3, baselines=("popularity", "cooccurrence")
+    )
+    pop, cooc = (factory(catalog) for factory in default_methods(options))
+    assert pop.baseline.half_life_s == 7 * 86400.0  # type: ignore[attr-defined]
+    assert cooc.baseline.HISTORY == 3  # type: ignore[attr-defined]
