@@ -85,11 +85,12 @@ def to_tensors(c: Captured) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         tensors[f"pop.{p}"] = d["pop"]
         tensors[f"count.{p}"] = d["count"]
         tensors[f"src_total.{p}"] = d["src_total"]
-        base, recent = d["cooc"]
-        m = (base + recent).tocoo()
-        tensors[f"cooc_src.{p}"] = m.row.astype(np.int64)
-        tensors[f"cooc_dst.{p}"] = m.col.astype(np.int64)
-        tensors[f"cooc_val.{p}"] = m.data.astype(np.float32)
+        # base and recent apart: a restored learner must sum them as the original did, to the last bit
+        for prefix, part in zip(("cooc", "cooc_recent"), d["cooc"]):
+            m = part.tocoo()
+            tensors[f"{prefix}_src.{p}"] = m.row.astype(np.int64)
+            tensors[f"{prefix}_dst.{p}"] = m.col.astype(np.int64)
+            tensors[f"{prefix}_val.{p}"] = m.data.astype(np.float32)
     context_tensors, context_meta = c.context
     tensors.update(context_tensors)
     meta.update(context_meta)
@@ -138,9 +139,13 @@ def load_state_dict(learner: OnlineLearner, tensors: dict[str, np.ndarray], meta
         s.pop[:, rows[ok]] = tensors[f"pop.{p}"][:, ok]
         s.counts[rows[ok]] = tensors[f"count.{p}"][ok]
         s.src_total[rows[ok]] = tensors[f"src_total.{p}"][ok]
-        src, dst = rows_of(tensors[f"cooc_src.{p}"]), rows_of(tensors[f"cooc_dst.{p}"])
-        keep = (src >= 0) & (dst >= 0)
-        s.cooc.add(items.n, src[keep], dst[keep], tensors[f"cooc_val.{p}"][keep])
+        parts = []
+        for prefix in ("cooc", "cooc_recent"):  # a checkpoint from before the split has no recent part
+            if f"{prefix}_src.{p}" in tensors:
+                src, dst = rows_of(tensors[f"{prefix}_src.{p}"]), rows_of(tensors[f"{prefix}_dst.{p}"])
+                keep = (src >= 0) & (dst >= 0)
+                parts.append((src[keep], dst[keep], tensors[f"{prefix}_val.{p}"][keep]))
+        s.cooc.restore(items.n, *parts)
     learner.stats.pop_ts = float(meta["pop_ts"])
     learner.stats.pop_ref = float(meta["pop_ref"])
     learner.learned = int(meta["learned"])

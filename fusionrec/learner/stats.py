@@ -77,6 +77,12 @@ class Cooc:
             self.served = strongest(self.base, self.neighbours)
             self.recent = _empty(n)
 
+    def restore(self, n: int, *parts: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]) -> None:
+        """Set ``base`` (and ``recent``, when a second triple is given) from ``(src, dst, val)`` triples."""
+        self.base = _from_triples(n, *parts[0]) if parts else _empty(n)
+        self.recent = _from_triples(n, *parts[1]) if len(parts) > 1 else _empty(n)
+        self.served = strongest(self.base, self.neighbours)
+
     def rows_times(self, h: sp.csr_matrix) -> sp.csr_matrix:
         """``h @ C`` (``h`` has ``n`` columns): weighted sums of rows of C."""
         out = h @ self.base
@@ -102,6 +108,10 @@ def strongest(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     out = sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape, dtype=np.float32)
     out.sort_indices()
     return out
+
+
+def _from_triples(n: int, src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], val: npt.NDArray[np.float32]) -> sp.csr_matrix:
+    return sp.csr_matrix((val, (src, dst)), shape=(n, n), dtype=np.float32)
 
 
 def _resized(m: sp.csr_matrix, n: int) -> sp.csr_matrix:

@@ -1,25 +1,32 @@
 """Candidates and their scores for a batch of requests of one platform.
 
-The learned score (``fusionrec.learner.model``) of every item of the platform is never computed:
-the candidate sources together cover the items that can reach the top of the list, and only they
-are scored, so the cost per request does not grow with the catalog.
+Two ways, by catalog size (``model.index_exact_max``):
 
-* **text**: the candidate index searched with each request's folded text query plus the items'
-  popularity terms (one batched search; the exact search ranks by both, an IVF by the text alone);
-* **co-occurrence**: the items with the largest co-occurrence plus popularity terms with the request's
-  recent items (one sparse product per batch, ``learner.features.cooc_scores``); their text part is a
-  gathered dot product;
-* **popular**: the items with the largest popularity contribution (one list per publication);
-* **new**: the items nobody has interacted with yet, searched with the text query plus the new-item
-  query among them only: for a new item that is its whole score but for a constant, so the best
-  ``n`` new items by search are exactly the best by score.
+* **exact** (the catalog is searched with a dense product anyway): the full learned score of every
+  item — text and popularity terms from one product, co-occurrence terms added where the request's
+  recent items have any, consumed items masked — and the best ``text + cooc + popular`` of them are the
+  candidates, exactly the top of the exhaustive ranking.  New items (when the model scores them) are
+  kept in a block of their own and scored by the new-item query, so each item costs one dot product.
+* **approximate** (an IVF index): the learned score of every item is never computed; the sources
+  together cover the items that can reach the top of the list, and only they are scored, so the cost
+  per request does not grow with the catalog:
 
-An item found by several sources keeps the score of the most complete one: co-occurrence candidates
-carry every term; text and popular candidates carry no co-occurrence (an item whose co-occurrence is
-not among the request's best ``cooc`` gets none, the approximation this makes).  The share of the
-exhaustive top-K that the candidates recover is measured by ``fusionrec bench --only core``.
+  * **text**: the index searched with each request's folded text query (the IVF ranks by the text
+    alone and returns the scores plus the popularity terms);
+  * **co-occurrence**: the items with the largest co-occurrence plus popularity terms with the
+    request's recent items (one sparse product per batch, ``learner.features.cooc_scores``); their
+    text part is a gathered dot product;
+  * **popular**: the items with the largest popularity contribution (one list per publication).
+
+  An item found by several sources keeps the score of the most complete one: co-occurrence candidates
+  carry every term; text and popular candidates carry no co-occurrence (an item whose co-occurrence
+  is not among the request's best ``cooc`` gets none, the approximation this makes).
+
+Either way the **new** items, those nobody has interacted with yet, are searched with the text query
+plus the new-item query among them only: for a new item that is its whole score but for a constant,
+so the best ``n`` new items by search are exactly the best by score.  The share of the exhaustive
+top-K that the candidates recover is measured by ``fusionrec bench --only core``.
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,6 +39,7 @@ from fusionrec.items import PlatformItems
 from fusionrec.learner.features import cooc_scores, top_per_row
 from fusionrec.learner.model import NEW, PlatformModel
 from fusionrec.pipeline.requests import RequestBatch
+from fusionrec.topk import exact_top_k
 
 __all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "exhaustive_scores", "stack"]
 
@@ -80,29 +88,50 @@ def _new_now(model: PlatformModel, items: PlatformItems) -> npt.NDArray[np.bool_
 
 
 class NewBlock:
-    """The vectors of the new items of one platform, kept between batches while nothing changed.
+    """Contiguous copies of one platform's live rows, split into the new ones and (when the text search
+    is exact) the others, kept between batches while nothing changed.
 
     New items are usually few (those nobody has reached yet), and an exact product over them costs
     less than an IVF search that must skip every other item; when they are many (a young catalog),
-    the candidate index searches among them instead.
+    the candidate index searches among them instead.  While the catalog is small enough to search
+    exactly, the text search scans the ``old`` copy only (it never returns a new item when the model
+    scores them), so every item costs one dot product per request, not two.
     """
 
     def __init__(self) -> None:
         self._version = -1
         self.rows = np.zeros(0, np.int64)
         self.vectors = np.zeros((0, 0), np.float32)
+        self.old_rows: I64 | None = None
+        self.old_vectors = np.zeros((0, 0), np.float32)
 
-    def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_]) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
-        """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
-        time, and copying the block each time would cost more than scoring it: it is rebuilt only when
-        the catalog changed or fewer than half of its rows are still new."""
+    def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_], *, with_old: bool = False) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
+        """``(rows, (d, len(rows)) vectors, which rows are still new)``.
+
+        Alone (the new-item search of a large catalog), the block is rebuilt only when the catalog
+        changed or fewer than half of its rows are still new: items stop being new one at a time, and
+        copying the block each time would cost more than scoring it.  ``with_old`` (the exact search)
+        keeps both copies equal to the current split, rebuilt whenever an item stopped being new: a
+        score must not depend on where its column sat in an earlier copy (a product's rounding does),
+        or a worker restored from a checkpoint would answer otherwise than the one it replaces."""
         still = new_now[self.rows] if len(self.rows) and self.rows.max() < len(new_now) else np.zeros(0, bool)
-        if version != self._version or 2 * int(still.sum()) < len(self.rows) or int(still.sum()) < int(new_now.sum()):
+        kept = int(still.sum())
+        stale = kept < len(self.rows) if with_old else 2 * kept < len(self.rows)
+        if version != self._version or stale or kept < int(new_now.sum()) or (with_old and self.old_rows is None):
             self.rows = np.flatnonzero(new_now)
             self.vectors = np.ascontiguousarray(items.vectors[self.rows].T)
+            self.old_rows = None
+            if with_old:
+                self.old_rows = np.flatnonzero(items.alive[: items.n] & ~new_now[: items.n])
+                self.old_vectors = np.ascontiguousarray(items.vectors[self.old_rows].T)
             self._version = version
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
+
+    def score_old(self, q: F32) -> tuple[F32, I64]:
+        """``(q · v of every item that is not new, their rows)`` (after ``get(..., with_old=True)``)."""
+        assert self.old_rows is not None
+        return q @ self.old_vectors, self.old_rows
 
 
 NEW_SEARCH_EFFORT = 0.25
@@ -114,21 +143,22 @@ def _search_new(items: PlatformItems, block: NewBlock, version: int, q: F32, k: 
         # many new items (a long tail nobody reached yet): a quarter of the text search's effort finds
         # good enough ones for the new-item slot, whose job is exploration
         return items.index.search(q, k, allowed=new_now, effort=NEW_SEARCH_EFFORT)
-    rows, vectors, still = block.get(items, version, new_now)
-    kk = min(k, int(still.sum()))
-    scores = q @ vectors
+    rows, vectors, still = block.get(items, version, new_now, with_old=block.old_rows is not None)
+    return _block_top_k(q @ vectors, rows, still, k)
+
+
+def _block_top_k(scores: F32, rows: I64, still: npt.NDArray[np.bool_], k: int) -> tuple[F32, I64]:
+    """The top ``k`` of a block's scores among the rows still new (unordered), padded with -inf / -1."""
     if not still.all():
         scores[:, ~still] = -np.inf
+    kk = min(k, int(still.sum()))
+    out_s = np.full((len(scores), k), -np.inf, np.float32)
+    out_r = np.full((len(scores), k), -1, np.int64)
     if kk <= 0:
-        return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-    if kk < len(rows):
-        cols = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    else:
-        cols = np.broadcast_to(np.arange(len(rows)), scores.shape)
-    top = np.take_along_axis(scores, cols, axis=1)
-    out_s = np.full((len(q), k), -np.inf, np.float32)
-    out_r = np.full((len(q), k), -1, np.int64)
-    out_s[:, :kk], out_r[:, :kk] = top, rows[cols]
+        return out_s, out_r
+    n = scores.shape[1]
+    cols = np.argpartition(scores, n - kk, axis=1)[:, n - kk :] if kk < n else np.broadcast_to(np.arange(n), scores.shape)
+    out_s[:, :kk], out_r[:, :kk] = np.take_along_axis(scores, cols, axis=1), rows[cols]
     return out_s, out_r
 
 
@@ -141,6 +171,12 @@ def find_candidates(
     q_text = model.text_query(fused, own, last)
     new_now = _new_now(model, items)
     blocks: list[tuple[I64, F32, npt.NDArray[np.bool_]]] = []
+
+    wants_new = (model.uses_new or new_slot) and sizes.new > 0 and bool(new_now.any())
+    if items.index.kind == "exact" and int(new_now.sum()) <= exact_max:
+        text_rows, text_scores, found_new = _exact_search(model, items, reqs, q_text, sizes, new_now, wants_new, new_block, catalog_version)
+        blocks.append((text_rows, text_scores, np.zeros(text_rows.shape, bool)))
+        return _assemble(model, reqs, q_text, blocks, text_rows, found_new, new_now, new_slot, sizes, items, new_block, catalog_version, exact_max)
 
     text_scores, text_rows = items.index.search(q_text, sizes.text, bias=model.pop_score)
     if model.uses_new:  # new items are scored by the new-item search below, with their new-item terms
@@ -170,9 +206,76 @@ def find_candidates(
             seen |= (pop_rows[:, :, None] == cooc_rows[:, None, :]).any(axis=2)
         blocks.append((pop_rows, np.where(seen, -np.inf, pop_scores).astype(np.float32), np.zeros(pop_rows.shape, bool)))
 
+    return _assemble(model, reqs, q_text, blocks, text_rows, None, new_now, new_slot, sizes, items, new_block, catalog_version, exact_max)
+
+
+def _exact_search(
+    model: PlatformModel,
+    items: PlatformItems,
+    reqs: RequestBatch,
+    q_text: F32,
+    sizes: CandidateSizes,
+    new_now: npt.NDArray[np.bool_],
+    wants_new: bool,
+    block: NewBlock,
+    version: int,
+) -> tuple[I64, F32, tuple[F32, I64] | None]:
+    """A catalog small enough to search exactly: the full score of every item, best first.
+
+    Text and popularity terms come from one dense product, the co-occurrence terms are added where the
+    request's recent items have any, the consumed items are masked, and the best ``text + cooc +
+    popular`` items are the candidates: the top of the exhaustive ranking, exactly.  When the model
+    scores new items, they are kept apart in their block and scored by the new-item query instead (each
+    item costs one dot product per request)."""
+    n = items.n
+    found_new: tuple[F32, I64] | None = None
+    if model.uses_new and wants_new:
+        new_rows, new_vectors, still = block.get(items, version, new_now, with_old=True)
+        scores, rows = block.score_old(q_text)
+        q_new = q_text + model.new_query(reqs.fused, reqs.last)
+        found_new = _block_top_k(q_new @ new_vectors, new_rows, still, sizes.new)
+    else:  # new items either have no terms of their own, or (sizes.new == 0) are not wanted
+        rows = np.flatnonzero(items.alive[:n] & ~new_now[:n]) if model.uses_new else np.flatnonzero(items.alive[:n])
+        scores = q_text @ items.vectors[:n].T
+        if len(rows) < n:
+            scores = scores[:, rows]
+    column = np.full(n, -1, np.int64)
+    column[rows] = np.arange(len(rows))
+    scores += _pop_part(model, rows)[None, :]
+    if model.uses_cooc and any(reqs.seq):
+        cooc = cooc_scores(model, reqs.seq)
+        at = column[cooc.indices]
+        ok = at >= 0
+        b = np.repeat(np.arange(len(reqs)), np.diff(cooc.indptr))
+        scores[b[ok], at[ok]] += cooc.data[ok]  # (request, item) pairs are unique within a CSR matrix
+    if any(len(c) for c in reqs.consumed):
+        b = np.repeat(np.arange(len(reqs)), [len(c) for c in reqs.consumed])
+        at = column[np.concatenate(reqs.consumed)]
+        scores[b[at >= 0], at[at >= 0]] = -np.inf
+    top, cols = exact_top_k(scores, sizes.text + sizes.cooc + sizes.popular, np.ones(len(rows), bool))
+    return np.where(cols >= 0, rows[np.maximum(cols, 0)], -1), top, found_new
+
+
+def _assemble(
+    model: PlatformModel,
+    reqs: RequestBatch,
+    q_text: F32,
+    blocks: list[tuple[I64, F32, npt.NDArray[np.bool_]]],
+    text_rows: I64,
+    found_new: tuple[F32, I64] | None,
+    new_now: npt.NDArray[np.bool_],
+    new_slot: bool,
+    sizes: CandidateSizes,
+    items: PlatformItems,
+    block: NewBlock,
+    version: int,
+    exact_max: int,
+) -> Candidates:
+    """The new items (their own search, unless found already) joined to the other sources' blocks."""
     if (model.uses_new or new_slot) and sizes.new > 0 and new_now.any():
-        q_new = q_text + model.new_query(fused, last)
-        new_scores, new_rows = _search_new(items, new_block, catalog_version, q_new, sizes.new, new_now, exact_max)
+        if found_new is None:
+            found_new = _search_new(items, block, version, q_text + model.new_query(reqs.fused, reqs.last), sizes.new, new_now, exact_max)
+        new_scores, new_rows = found_new
         new_scores = new_scores + np.float32(model.weights[NEW])
         if not model.uses_new:  # the text search found them already: here they only feed the new-item slot
             new_scores = np.where((new_rows[:, :, None] == text_rows[:, None, :]).any(axis=2), -np.inf, new_scores)

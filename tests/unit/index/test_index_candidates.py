@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from fusionrec.errors import IndexError_
 from fusionrec.items import ItemStore
-from index.candidates import CandidateIndex, IndexSettings, exact_top_k, resolve_device
+from fusionrec.topk import exact_top_k
+from index.candidates import CandidateIndex, IndexSettings, resolve_device
 
 DIM = 16
 
