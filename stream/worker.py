@@ -330,19 +330,25 @@ class HotPath:
         events = [_event(env) for env in envelopes]
         if any(e.item_id not in self.rec.store for e in events):
             await self.catalog.sync(self.cfg.worker.catalog_wait_s)  # the item may be on its way
+        states = self.states
+        states.begin()  # the core writes states before it ranks: a failed attempt must leave none behind
         try:
-            outcomes, rejections = self.rec.process(events, self.states)
+            outcomes, rejections = self.rec.process(events, states)
         except Exception:  # noqa: BLE001 - find the one message that breaks processing, dead-letter it, go on
+            states.rollback()  # else every event of the batch would be a duplicate of itself below
             log.exception("a batch of %d events failed; processing them one by one", len(events))
             outcomes, rejections = [], []
             for n, (event, env) in enumerate(zip(events, envelopes)):
+                states.begin()
                 try:
-                    got, rejected = self.rec.process([event], self.states)
+                    got, rejected = self.rec.process([event], states)
                 except Exception as exc:  # noqa: BLE001
+                    states.rollback()  # a dead-lettered event changes no state
                     await self.dead_letter(outbox, DeadLetter("processing_error", f"{type(exc).__name__}: {exc}"[:500], env[2], env[3], env[4], env[1].encode()))
                     continue
                 outcomes += [_moved(o, n) for o in got]
                 rejections += [type(j)(n, j.event, j.reason, j.detail) for j in rejected]
+        states.commit()
         await self.publish(outcomes, envelopes, outbox)
         for rej in rejections:  # a duplicate is dead-lettered too, and was answered again above
             env = envelopes[rej.position]
