@@ -229,7 +229,13 @@ class HotPath:
             (bundles if tp.topic == self.cfg.kafka.by_person_topic else events).extend(records)
         size = self.cfg.worker.batch_size
         # bundles first: other workers routed them here before these events arrived
-        envelopes = [env for r in bundles for env in orjson.loads(r.value)]
+        envelopes: list[Any] = []
+        for r in bundles:
+            try:
+                envelopes += _envelopes(r.value)
+            except ValueError as exc:  # a foreign or other-version record must not stop every owner of the partition
+                detail = f"by-person record does not decode: {exc}"[:500]
+                await self.dead_letter(outbox, DeadLetter("processing_error", detail, r.topic, r.partition, r.offset, r.value or b""))
         for start in range(0, len(events), size):
             envelopes += await self.ingest(events[start : start + size], outbox)
             await asyncio.sleep(0)  # heartbeats and the web pages share this loop
@@ -327,7 +333,10 @@ class HotPath:
 
     async def recommend(self, envelopes: list[Any], outbox: _Outbox) -> int:
         self.metrics.batch_size.labels("recommend").observe(len(envelopes))
-        events = [_event(env) for env in envelopes]
+        try:
+            events = [_event(env) for env in envelopes]
+        except DecodeError:  # an envelope whose event does not decode: dead-letter it alone
+            events, envelopes = await self._decodable(envelopes, outbox)
         if any(e.item_id not in self.rec.store for e in events):
             await self.catalog.sync(self.cfg.worker.catalog_wait_s)  # the item may be on its way
         states = self.states
@@ -357,6 +366,17 @@ class HotPath:
             await outbox.add(self.states.topic, self.partition_of(person), person.encode(), raw)
         self.metrics.index_items.set(len(self.rec.store))
         return len(events)
+
+    async def _decodable(self, envelopes: list[Any], outbox: _Outbox) -> tuple[list[BehaviorEvent], list[Any]]:
+        events, kept = [], []
+        for env in envelopes:
+            try:
+                events.append(_event(env))
+            except DecodeError as exc:
+                await self.dead_letter(outbox, DeadLetter("processing_error", exc.detail, env[2], env[3], env[4], env[1].encode()))
+                continue
+            kept.append(env)
+        return events, kept
 
     async def publish(self, outcomes: list[Outcome], envelopes: list[Any], outbox: _Outbox) -> None:
         topic = self.cfg.kafka.recs_topic
@@ -402,15 +422,28 @@ class HotPath:
 
 def _event(env: list[Any]) -> BehaviorEvent:
     """The event of an envelope (validated by ingest: its fields are trusted here)."""
-    obj = orjson.loads(env[1])
     try:
+        obj = orjson.loads(env[1])
         return BehaviorEvent(
             event_id=obj["event_id"], ts=float(obj["ts"]), platform=obj["platform"], user_id=obj["user_id"],
             item_id=obj["item_id"], event_type=obj["event_type"], value=obj.get("value"),
             person_id=env[0], context=obj.get("context"),
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:  # ingest accepted it, so this is a bug: still never a crash
-        raise DecodeError("processing_error", f"envelope does not decode: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ingest accepted it (a bug, or another version): never a crash
+        raise DecodeError("processing_error", f"envelope does not decode: {type(exc).__name__}: {exc}") from None
+
+
+def _envelopes(value: bytes | None) -> list[Any]:
+    """The envelopes of one by-person record, each ``[person, event JSON, topic, partition, offset,
+    timestamp]`` as ``ingest`` writes them; a ValueError for anything else."""
+    got = orjson.loads(value or b"")
+    if not isinstance(got, list) or not all(
+        isinstance(e, list) and len(e) == 6 and isinstance(e[0], str) and isinstance(e[1], str) and isinstance(e[2], str)
+        and type(e[3]) is int and type(e[4]) is int and (e[5] is None or type(e[5]) is int)
+        for e in got
+    ):  # fmt: skip
+        raise ValueError("not a list of [person, event, topic, partition, offset, timestamp] envelopes")
+    return got
 
 
 def _moved(o: Outcome, position: int) -> Outcome:
