@@ -170,7 +170,7 @@ class HotPath:
             try:
                 async with self.lock:
                     await asyncio.wait_for(self._drain_commits(), timeout=30)
-            except (asyncio.TimeoutError, *REBALANCED) as exc:
+            except Exception as exc:  # noqa: BLE001 - a timeout, a rebalance, a send that failed: stop all the same
                 log.warning("stopping without the last commit (%s): the next owner replays it", type(exc).__name__)
             await self.consumer.stop()
         if self._committer is not None:
@@ -209,6 +209,8 @@ class HotPath:
         await self.catalog.ready.wait()  # identity links and items must be known first
         assert self.consumer is not None
         while not self._stopping.is_set():
+            if self._committer is not None and self._committer.done():
+                self._committer.result()  # a send failed and nothing commits any more: stop (raises)
             try:
                 batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
             except ConsumerStoppedError:
