@@ -269,3 +269,57 @@ def test_a_by_person_record_that_does_not_decode_is_dead_lettered(bootstrap: str
             assert not loop.done(), loop.exception() if loop.done() else None
 
     asyncio.run(scenario())
+
+
+def test_a_send_the_broker_refuses_stops_the_hot_path_without_committing_past_it(bootstrap: str, tmp_path: Path) -> None:
+    """The module docstring of stream.worker: "a failed send stops the worker, which replays from the
+    committed offsets". Here the dead-letter topic's max.message.bytes (an operator's setting) is below
+    the dead letter of a 3 KB malformed message: the broker refuses it. The hot path must stop with
+    that error, and the group's offsets must not pass the message whose output was lost."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.structs import TopicPartition
+
+    cfg = config(bootstrap, tmp_path)
+    rec = core(cfg)
+    shop = cfg.kafka.events_topic("shop")
+
+    async def limit_dlq(admin: AIOKafkaAdminClient) -> None:
+        for response in await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, cfg.kafka.dlq_topic, {"max.message.bytes": "1000"})]):
+            for code, message, *_ in response.resources:
+                assert code == 0, message
+
+    async def committed(tp: TopicPartition) -> int | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=cfg.worker.app_id, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return await consumer.committed(tp)
+        finally:
+            await consumer.stop()
+
+    async def scenario() -> None:
+        await ensure_topics(cfg)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await limit_dlq(admin)
+        finally:
+            await admin.close()
+        async with hot_path(cfg, rec) as (hot, loop, recs, dlq):
+            events = world.events(time.time() - 3600)
+            await send(cfg, events_of(cfg, events))
+            await recs.until(lambda v: {e.event_id for e in events} <= set(answered(v)), "every event's recommendation")
+            bad = b"{" + b"x" * 3000  # malformed_json; its dead letter carries it whole, base64: ~4 KB
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+            await producer.start()
+            try:
+                md = await producer.send_and_wait(shop, bad, key=b"u-dana")
+            finally:
+                await producer.stop()
+            done, _ = await asyncio.wait({loop}, timeout=WAIT_S)
+            assert loop in done, "the hot path went on after the broker refused one of its messages"
+            assert "MessageSizeTooLarge" in repr(loop.exception()), repr(loop.exception())
+            position = await committed(TopicPartition(shop, md.partition))
+            assert position is None or position <= md.offset, f"committed {position} past the lost dead letter at {md.offset}"
+
+    asyncio.run(scenario())
