@@ -193,15 +193,18 @@ class HotPath:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = [tp.partition for tp in assigned if tp.topic == self.cfg.kafka.by_person_topic]
-        self.restoring = True
-        try:
-            began = time.monotonic()
-            read = await self.states.restore(mine)
-            if read:
-                log.info("restored person state of partitions %s (%d changelog records) in %.1fs", sorted(read), sum(read.values()), time.monotonic() - began)
-        finally:
-            self.restoring = False
-        self.assigned = set(assigned)
+        # aiokafka fetches the new partitions while this runs: no iteration may process their records
+        # (bundles of people whose state is not restored yet) before the restore is done
+        async with self.lock:
+            self.restoring = True
+            try:
+                began = time.monotonic()
+                read = await self.states.restore(mine)
+                if read:
+                    log.info("restored person state of partitions %s (%d changelog records) in %.1fs", sorted(read), sum(read.values()), time.monotonic() - began)
+            finally:
+                self.restoring = False
+            self.assigned = set(assigned)
 
     # ------------------------------------------------------------------------------ the loop
 
