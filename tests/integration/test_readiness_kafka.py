@@ -91,8 +91,14 @@ def test_ready_is_503_until_the_catalog_is_loaded_and_health_is_200_throughout(b
         for _ in range(5):  # and it stays so
             samples.append((*get(worker.port, "/health"), *get(worker.port, "/ready")))
         checks_ready = run_checks(worker.port)
+        # a clean stop (SIGTERM: docker stop, a rolling deploy) is not a crash
+        assert worker.proc is not None
+        worker.proc.terminate()
+        stopped_rc = worker.proc.wait(timeout=60)
     finally:
         worker.stop()
+    log = worker.log_tail(400)
+    assert stopped_rc == 0 and "Crashed" not in log, f"SIGTERM exited with {stopped_rc}:\n{worker.log_tail(30)}"
 
     answered = [s for s in samples if s[0] or s[2]]
     assert answered, "the worker never answered HTTP"
