@@ -24,5 +24,8 @@ COPY data ./data
 USER fusionrec
 VOLUME ["/var/lib/fusionrec"]
 EXPOSE 6066
-HEALTHCHECK --interval=10s --timeout=3s --start-period=120s CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('FUSIONREC_WEB_PORT', '6066'), timeout=2)"
+# Readiness, not liveness: GET /ready answers 503 (urlopen raises, the check fails) until the catalog is
+# loaded, the worker's partitions are assigned and no person state is being restored; /health answers
+# 200 whenever the process does. A big catalog takes a while to encode on a CPU: raise --start-period.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('FUSIONREC_WEB_PORT', '6066'), timeout=2)"
 CMD ["fusionrec", "worker", "--loglevel", "info"]

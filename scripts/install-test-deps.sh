@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages the ops tests need: a real Prometheus server and promtool (both in Debian's package
-# `prometheus`; promtool checks and unit-tests the alert rules), headless Chromium + chromedriver.
+# `prometheus`; promtool checks and unit-tests the alert rules), headless Chromium + chromedriver; and
+# kcat (librdkafka's command-line client), the client fusionrec did not write that the acceptance test
+# publishes with (tests/integration/test_kcat_kafka.py).
 # Idempotent and quiet: installs only what is missing (Debian/Ubuntu apt; needs root or sudo).
 set -euo pipefail
 
@@ -8,6 +10,7 @@ need=()
 { [ -x /usr/bin/prometheus ] && command -v promtool >/dev/null; } || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v kcat >/dev/null || need+=(kcat)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then

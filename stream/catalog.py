@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 
 from fusionrec.config import Config
 from fusionrec.contracts import (
@@ -79,7 +80,10 @@ class CatalogFollower:
         assert self._consumer is not None
         target = await self._consumer.end_offsets(self._partitions)
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            except ConsumerStoppedError:  # stop() during a clean shutdown
+                return
             for tp, records in batches.items():
                 await self._apply(tp, records)
             if not self.ready.is_set() and await self._caught_up(target):

@@ -64,6 +64,8 @@ class PersonStates:
         self.owned: set[int] = set()
         self.dirty: dict[str, bytes] = {}
         self.directory = Path(cfg.worker.data_dir).expanduser() / "state"
+        self._undo: dict[str, bytes | None] | None = None  # between begin() and commit(): states before the first put
+        self._dirty_before: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ the core's StateStore
 
@@ -73,8 +75,32 @@ class PersonStates:
 
     def put(self, person: str, raw: bytes) -> None:
         p = self.partition_of(person)  # type: ignore[operator]
-        self.partitions.setdefault(p, PartitionState()).people[person] = raw
+        people = self.partitions.setdefault(p, PartitionState()).people
+        if self._undo is not None and person not in self._undo:
+            self._undo[person] = people.get(person)
+        people[person] = raw
         self.dirty[person] = raw
+
+    def begin(self) -> None:
+        """Remember what each person's state was before the puts that follow, until :meth:`commit`."""
+        self._undo = {}
+        self._dirty_before = dict(self.dirty)
+
+    def commit(self) -> None:
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Undo every put since :meth:`begin` (the core failed half-way through a batch)."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        for person, raw in undo.items():
+            people = self.partitions[self.partition_of(person)].people  # type: ignore[operator]
+            if raw is None:
+                people.pop(person, None)
+            else:
+                people[person] = raw
+        self.dirty = self._dirty_before
 
     def take_dirty(self) -> dict[str, bytes]:
         dirty, self.dirty = self.dirty, {}

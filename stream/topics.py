@@ -62,25 +62,34 @@ def copartitioned_topics(cfg: Config) -> list[str]:
 
 
 async def ensure_topics(cfg: Config) -> None:
-    """Create missing topics, then check what fusionrec relies on: partitions and compaction.
+    """Check the topics that exist, create the missing ones, then check them all: partitions and compaction.
 
-    Existing topics are never altered; one that is not as required is an error naming the fix.
+    Existing topics are never altered; one that is not as required is an error naming the fix.  The
+    topics found are checked *before* anything is created: a topic another client had the broker
+    auto-create (its num.partitions, cleanup.policy=delete) is refused with the cluster left as it
+    was, so the fix the error names (e.g. FUSIONREC_PARTITIONS to match that topic) still applies.
     """
     admin = AIOKafkaAdminClient(**client_kwargs(cfg.kafka))
     await admin.start()
     try:
+        k = cfg.kafka
         configs = topic_configs(cfg)
+        compacted = [t for t, c in configs.items() if c.get("cleanup.policy") == "compact"]
         existing = set(await admin.list_topics())
+        present = [t for t in configs if t in existing]
+        if present:
+            partitions = await wait_for_topics(admin, present)
+            check_partitions(partitions, [t for t in copartitioned_topics(cfg) if t in partitions], k.partitions, k.bootstrap_servers)
+            await check_compacted(admin, [t for t in compacted if t in existing], k.bootstrap_servers)
         missing = [t for t in configs if t not in existing]
         if missing:
-            k = cfg.kafka
             new = [NewTopic(t, k.partitions, k.replication_factor, topic_configs=dict(configs[t])) for t in missing]
             raise_for_create_errors((await admin.create_topics(new)).topic_errors)
             log.info("created topics %s", missing)
-        partitions = await wait_for_topics(admin, list(configs))
-        check_partitions(partitions, copartitioned_topics(cfg), cfg.kafka.partitions)
-        compacted = [t for t, c in configs.items() if c.get("cleanup.policy") == "compact"]
-        await check_compacted(admin, compacted, cfg.kafka.bootstrap_servers)
+            # another client may have created some of them meanwhile: check again
+            partitions = await wait_for_topics(admin, list(configs))
+            check_partitions(partitions, copartitioned_topics(cfg), k.partitions, k.bootstrap_servers)
+            await check_compacted(admin, compacted, k.bootstrap_servers)
     finally:
         await admin.close()
 
@@ -124,14 +133,30 @@ async def wait_for_topics(
         await asyncio.sleep(0.1)
 
 
-def check_partitions(partitions: Mapping[str, int], topics: list[str], expected: int) -> None:
-    """Every topic of ``topics`` has ``expected`` partitions."""
-    for topic in topics:
-        if partitions[topic] != expected:
-            raise ConfigError(
-                f"topic {topic} has {partitions[topic]} partitions but kafka.partitions is {expected}; "
-                "set FUSIONREC_PARTITIONS to match (or use a new topic prefix)"
-            )
+def check_partitions(partitions: Mapping[str, int], topics: list[str], expected: int, bootstrap: str = "<bootstrap>") -> None:
+    """Every topic of ``topics`` has ``expected`` partitions; else one error naming each topic that has
+    not, and the fixes."""
+    wrong = {topic: partitions[topic] for topic in topics if partitions[topic] != expected}
+    if not wrong:
+        return
+    lines = [f"topic {topic} has {n} partitions but kafka.partitions is {expected}" for topic, n in wrong.items()]
+    counts = {partitions[t] for t in topics}
+    fixes = []
+    if len(counts) == 1:
+        fixes.append(f"set FUSIONREC_PARTITIONS={counts.pop()} to match")
+    fixes.append(
+        "if a client created the topic before the first worker (the broker auto-creates a topic a producer or "
+        "consumer names, with its num.partitions) and it holds nothing you need, delete it: "
+        + "; ".join(f"kafka-topics.sh --bootstrap-server {bootstrap} --delete --topic {topic}" for topic in wrong)
+    )
+    fixes.append("or use a new topic prefix (FUSIONREC_TOPIC_PREFIX) and app id (FUSIONREC_APP_ID)")
+    raise ConfigError(
+        "the by-person topic, the person-state changelog and the recommendations topic must have kafka.partitions "
+        "partitions (a person's events, state and recommendations share one partition number):\n  "
+        + "\n  ".join(lines)
+        + "\nfix: "
+        + "\n  ".join(fixes)
+    )
 
 
 async def check_compacted(admin: AIOKafkaAdminClient, topics: list[str], bootstrap: str) -> None:
@@ -158,7 +183,8 @@ async def check_compacted(admin: AIOKafkaAdminClient, topics: list[str], bootstr
         ]
         raise TopicError(
             "topics that workers rebuild their state from must be compacted, or items, identity links and person "
-            "state are lost after the retention period:\n  " + "\n  ".join(lines)
+            "state are lost after the retention period (a topic the broker auto-created because a client named it "
+            "before the first worker started has the broker's default, delete):\n  " + "\n  ".join(lines)
         )
 
 

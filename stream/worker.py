@@ -176,7 +176,7 @@ class HotPath:
             try:
                 async with self.lock:
                     await asyncio.wait_for(self._drain_commits(), timeout=30)
-            except (asyncio.TimeoutError, *REBALANCED) as exc:
+            except Exception as exc:  # noqa: BLE001 - a timeout, a rebalance, a send that failed: stop all the same
                 log.warning("stopping without the last commit (%s): the next owner replays it", type(exc).__name__)
             await self.consumer.stop()
         if self._committer is not None:
@@ -199,15 +199,18 @@ class HotPath:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = [tp.partition for tp in assigned if tp.topic == self.cfg.kafka.by_person_topic]
-        self.restoring = True
-        try:
-            began = time.monotonic()
-            read = await self.states.restore(mine)
-            if read:
-                log.info("restored person state of partitions %s (%d changelog records) in %.1fs", sorted(read), sum(read.values()), time.monotonic() - began)
-        finally:
-            self.restoring = False
-        self.assigned = set(assigned)
+        # aiokafka fetches the new partitions while this runs: no iteration may process their records
+        # (bundles of people whose state is not restored yet) before the restore is done
+        async with self.lock:
+            self.restoring = True
+            try:
+                began = time.monotonic()
+                read = await self.states.restore(mine)
+                if read:
+                    log.info("restored person state of partitions %s (%d changelog records) in %.1fs", sorted(read), sum(read.values()), time.monotonic() - began)
+            finally:
+                self.restoring = False
+            self.assigned = set(assigned)
 
     # ------------------------------------------------------------------------------ the loop
 
@@ -217,6 +220,8 @@ class HotPath:
         waiting, processing = self.metrics.loop_seconds.labels("wait"), self.metrics.loop_seconds.labels("process")
         while not self._stopping.is_set():
             began = time.perf_counter()
+            if self._committer is not None and self._committer.done():
+                self._committer.result()  # a send failed and nothing commits any more: stop (raises)
             try:
                 batches = await self.consumer.getmany(timeout_ms=int(self.cfg.worker.batch_window_s * 1000), max_records=MAX_RECORDS)
             except ConsumerStoppedError:
@@ -243,7 +248,13 @@ class HotPath:
             (bundles if tp.topic == self.cfg.kafka.by_person_topic else events).extend(records)
         size = self.cfg.worker.batch_size
         # bundles first: other workers routed them here before these events arrived
-        envelopes = [env for r in bundles for env in orjson.loads(r.value)]
+        envelopes: list[Any] = []
+        for r in bundles:
+            try:
+                envelopes += _envelopes(r.value)
+            except ValueError as exc:  # a foreign or other-version record must not stop every owner of the partition
+                detail = f"by-person record does not decode: {exc}"[:500]
+                await self.dead_letter(outbox, DeadLetter("processing_error", detail, r.topic, r.partition, r.offset, r.value or b""))
         for start in range(0, len(events), size):
             envelopes += await self.ingest(events[start : start + size], outbox)
             await asyncio.sleep(0)  # heartbeats and the web pages share this loop
@@ -341,22 +352,31 @@ class HotPath:
 
     async def recommend(self, envelopes: list[Any], outbox: _Outbox) -> int:
         self.metrics.batch_size.labels("recommend").observe(len(envelopes))
-        events = [_event(env) for env in envelopes]
+        try:
+            events = [_event(env) for env in envelopes]
+        except DecodeError:  # an envelope whose event does not decode: dead-letter it alone
+            events, envelopes = await self._decodable(envelopes, outbox)
         if any(e.item_id not in self.rec.store for e in events):
             await self.catalog.sync(self.cfg.worker.catalog_wait_s)  # the item may be on its way
+        states = self.states
+        states.begin()  # the core writes states before it ranks: a failed attempt must leave none behind
         try:
-            outcomes, rejections = self.rec.process(events, self.states)
+            outcomes, rejections = self.rec.process(events, states)
         except Exception:  # noqa: BLE001 - find the one message that breaks processing, dead-letter it, go on
+            states.rollback()  # else every event of the batch would be a duplicate of itself below
             log.exception("a batch of %d events failed; processing them one by one", len(events))
             outcomes, rejections = [], []
             for n, (event, env) in enumerate(zip(events, envelopes)):
+                states.begin()
                 try:
-                    got, rejected = self.rec.process([event], self.states)
+                    got, rejected = self.rec.process([event], states)
                 except Exception as exc:  # noqa: BLE001
+                    states.rollback()  # a dead-lettered event changes no state
                     await self.dead_letter(outbox, DeadLetter("processing_error", f"{type(exc).__name__}: {exc}"[:500], env[2], env[3], env[4], env[1].encode()))
                     continue
                 outcomes += [_moved(o, n) for o in got]
                 rejections += [type(j)(n, j.event, j.reason, j.detail) for j in rejected]
+        states.commit()
         await self.publish(outcomes, envelopes, outbox)
         for rej in rejections:  # a duplicate is dead-lettered too, and was answered again above
             env = envelopes[rej.position]
@@ -365,6 +385,17 @@ class HotPath:
             await outbox.add(self.states.topic, self.partition_of(person), person.encode(), raw)
         self.metrics.index_items.set(len(self.rec.store))
         return len(events)
+
+    async def _decodable(self, envelopes: list[Any], outbox: _Outbox) -> tuple[list[BehaviorEvent], list[Any]]:
+        events, kept = [], []
+        for env in envelopes:
+            try:
+                events.append(_event(env))
+            except DecodeError as exc:
+                await self.dead_letter(outbox, DeadLetter("processing_error", exc.detail, env[2], env[3], env[4], env[1].encode()))
+                continue
+            kept.append(env)
+        return events, kept
 
     async def publish(self, outcomes: list[Outcome], envelopes: list[Any], outbox: _Outbox) -> None:
         topic = self.cfg.kafka.recs_topic
@@ -410,15 +441,28 @@ class HotPath:
 
 def _event(env: list[Any]) -> BehaviorEvent:
     """The event of an envelope (validated by ingest: its fields are trusted here)."""
-    obj = orjson.loads(env[1])
     try:
+        obj = orjson.loads(env[1])
         return BehaviorEvent(
             event_id=obj["event_id"], ts=float(obj["ts"]), platform=obj["platform"], user_id=obj["user_id"],
             item_id=obj["item_id"], event_type=obj["event_type"], value=obj.get("value"),
             person_id=env[0], context=obj.get("context"),
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:  # ingest accepted it, so this is a bug: still never a crash
-        raise DecodeError("processing_error", f"envelope does not decode: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ingest accepted it (a bug, or another version): never a crash
+        raise DecodeError("processing_error", f"envelope does not decode: {type(exc).__name__}: {exc}") from None
+
+
+def _envelopes(value: bytes | None) -> list[Any]:
+    """The envelopes of one by-person record, each ``[person, event JSON, topic, partition, offset,
+    timestamp]`` as ``ingest`` writes them; a ValueError for anything else."""
+    got = orjson.loads(value or b"")
+    if not isinstance(got, list) or not all(
+        isinstance(e, list) and len(e) == 6 and isinstance(e[0], str) and isinstance(e[1], str) and isinstance(e[2], str)
+        and type(e[3]) is int and type(e[4]) is int and (e[5] is None or type(e[5]) is int)
+        for e in got
+    ):  # fmt: skip
+        raise ValueError("not a list of [person, event, topic, partition, offset, timestamp] envelopes")
+    return got
 
 
 def _moved(o: Outcome, position: int) -> Outcome:

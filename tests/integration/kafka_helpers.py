@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -66,6 +67,16 @@ class WorkerProcess:
         except OSError:
             return {}
 
+    def ready(self) -> tuple[int, dict[str, object]]:
+        """``GET /ready``: (status, body); (0, {}) while nothing answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as resp:
+                return resp.status, dict(orjson.loads(resp.read()))
+        except urllib.error.HTTPError as exc:  # 503 until ready
+            return exc.code, dict(orjson.loads(exc.read() or b"{}"))
+        except OSError:
+            return 0, {}
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
             return resp.read().decode()
@@ -80,6 +91,19 @@ class WorkerProcess:
             if h.get("catalog_ready") and int(h.get("items", -1)) >= items:  # type: ignore[call-overload]
                 return
             time.sleep(0.5)
+        raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def wait_http_ready(self, timeout_s: float = 240) -> dict[str, object]:
+        """Poll ``/ready`` until it answers 200 (the body); fails at once if the worker exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            status, body = self.ready()
+            if status == 200:
+                return body
+            time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log_tail()}")
 
     def stop(self) -> None:

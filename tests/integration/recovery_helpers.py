@@ -36,6 +36,21 @@ def movielens_slice(n_events: int, extra_items: int = 200) -> tuple[list[ItemUps
     return items, events
 
 
+def interleave_people(events: list[BehaviorEvent]) -> list[BehaviorEvent]:
+    """The same events, people taking turns (each person's own events keep their order).
+
+    MovieLens lists a user's ratings together, so a slice in time order has one or two people active at
+    any moment: a failure would touch one person's partition at most. Taking turns keeps every person,
+    and so every partition, busy for the whole stream."""
+    queues: dict[str, list[BehaviorEvent]] = defaultdict(list)
+    for e in events:
+        queues[e.user_id].append(e)
+    out: list[BehaviorEvent] = []
+    for turn in itertools.zip_longest(*queues.values()):
+        out += [e for e in turn if e is not None]
+    return out
+
+
 def publish_catalog(cfg: Config, bootstrap: str, items: list[ItemUpsert]) -> None:
     run(produce(bootstrap, [(cfg.kafka.items_topic, i.item_id.encode(), encode(i)) for i in items]))
 
@@ -160,6 +175,7 @@ __all__ = [
     "assert_same_states",
     "count_by_event",
     "final_states",
+    "interleave_people",
     "movielens_slice",
     "publish_catalog",
     "reference_states",

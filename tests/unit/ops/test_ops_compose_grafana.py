@@ -135,3 +135,19 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
         assert not mine & cells, panel["title"]
         cells |= mine
+
+
+def test_health_checks_probe_readiness(compose: dict[str, Any]) -> None:
+    """The image's and the compose workers' checks hit /ready (503 until the catalog is loaded, partitions
+    assigned and no state restoring), not /health (200 whenever the process answers); the dashboard and
+    the replay containers, from the same image, check themselves or nothing. (The integration test
+    tests/integration/test_readiness_kafka.py runs these commands against a starting worker.)"""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (check,) = re.findall(r"^HEALTHCHECK .* CMD (.*)$", dockerfile, re.M)
+    assert "/ready'" in check and "/health" not in check and "FUSIONREC_WEB_PORT" in check
+    services = compose["services"]
+    worker = services["worker"]["healthcheck"]["test"]
+    assert worker[:3] == ["CMD", "python", "-c"] and "/ready'" in worker[3] and "/health" not in worker[3]
+    dash_port = services["dashboard"]["command"][services["dashboard"]["command"].index("--port") + 1]
+    assert f"127.0.0.1:{dash_port}/health'" in services["dashboard"]["healthcheck"]["test"][3]
+    assert services["replay"]["healthcheck"] == {"disable": True}

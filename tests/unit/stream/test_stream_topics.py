@@ -40,3 +40,22 @@ def test_create_topic_errors_become_one_error_naming_topics_and_kafkas_answer() 
     assert first == "  fr.dlq, fr.by-person: INVALID_REPLICATION_FACTOR: Replication factor: 3 larger than available brokers: 1."
     assert second.startswith("  fr.identity: TOPIC_AUTHORIZATION_FAILED: ") and len(second) > 50  # Kafka's description
     raise_for_create_errors([("fr.items", 0, None), ("fr.recs", 36, "exists")])  # nothing to complain about
+
+
+def test_a_partition_mismatch_names_every_topic_and_the_fixes() -> None:
+    from fusionrec.errors import ConfigError
+    from stream.topics import check_partitions
+
+    topics = copartitioned_topics(CFG)
+    check_partitions(dict.fromkeys(topics, 4), topics, 4, "b:9092")  # as configured: nothing to say
+    with pytest.raises(ConfigError) as info:
+        check_partitions({"fr.by-person": 4, "recs-person-state-changelog": 4, "fr.recs": 1}, topics, 4, "b:9092")
+    message = str(info.value)
+    assert "topic fr.recs has 1 partitions but kafka.partitions is 4" in message
+    assert "fr.by-person has" not in message  # only the wrong one
+    assert "kafka-topics.sh --bootstrap-server b:9092 --delete --topic fr.recs" in message
+    assert "FUSIONREC_PARTITIONS=" not in message  # no single count would match all three
+    with pytest.raises(ConfigError) as info:
+        check_partitions(dict.fromkeys(topics, 2), topics, 4, "b:9092")
+    assert "set FUSIONREC_PARTITIONS=2 to match" in str(info.value)
+    assert all(f"topic {t} has 2 partitions" in str(info.value) for t in topics)
