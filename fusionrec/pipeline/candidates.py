@@ -106,17 +106,14 @@ class NewBlock:
         self.old_vectors = np.zeros((0, 0), np.float32)
 
     def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_], *, with_old: bool = False) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
-        """``(rows, (d, len(rows)) vectors, which rows are still new)``.
-
-        Alone (the new-item search of a large catalog), the block is rebuilt only when the catalog
-        changed or fewer than half of its rows are still new: items stop being new one at a time, and
-        copying the block each time would cost more than scoring it.  ``with_old`` (the exact search)
-        keeps both copies equal to the current split, rebuilt whenever an item stopped being new: a
-        score must not depend on where its column sat in an earlier copy (a product's rounding does),
-        or a worker restored from a checkpoint would answer otherwise than the one it replaces."""
+        """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
+        time, and copying the block each time would cost more than scoring it: it is rebuilt only when
+        the catalog changed, or too many of its rows stopped being new — half of them alone, an eighth
+        (or 256) with ``with_old``, where the text search scores those rows on their own."""
         still = new_now[self.rows] if len(self.rows) and self.rows.max() < len(new_now) else np.zeros(0, bool)
         kept = int(still.sum())
-        stale = kept < len(self.rows) if with_old else 2 * kept < len(self.rows)
+        turned = len(self.rows) - kept
+        stale = (8 * turned > len(self.rows) or turned > 256) if with_old else 2 * kept < len(self.rows)
         if version != self._version or stale or kept < int(new_now.sum()) or (with_old and self.old_rows is None):
             self.rows = np.flatnonzero(new_now)
             self.vectors = np.ascontiguousarray(items.vectors[self.rows].T)
@@ -128,10 +125,17 @@ class NewBlock:
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
 
-    def score_old(self, q: F32) -> tuple[F32, I64]:
-        """``(q · v of every item that is not new, their rows)`` (after ``get(..., with_old=True)``)."""
+    def score_old(self, items: PlatformItems, q: F32, still: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
+        """``(scores, rows)``: ``q · v`` of every item that is not new, ``(B, len(rows))`` — the old copy,
+        then the rows of the new block that stopped being new since it was built."""
         assert self.old_rows is not None
-        return q @ self.old_vectors, self.old_rows
+        turned = self.rows[~still]
+        if not len(turned):
+            return q @ self.old_vectors, self.old_rows
+        scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
+        np.matmul(q, self.old_vectors, out=scores[:, : len(self.old_rows)])
+        scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T
+        return scores, np.concatenate([self.old_rows, turned])
 
 
 NEW_SEARCH_EFFORT = 0.25
@@ -231,7 +235,7 @@ def _exact_search(
     found_new: tuple[F32, I64] | None = None
     if model.uses_new and wants_new:
         new_rows, new_vectors, still = block.get(items, version, new_now, with_old=True)
-        scores, rows = block.score_old(q_text)
+        scores, rows = block.score_old(items, q_text, still)
         q_new = q_text + model.new_query(reqs.fused, reqs.last)
         found_new = _block_top_k(q_new @ new_vectors, new_rows, still, sizes.new)
     else:  # new items either have no terms of their own, or (sizes.new == 0) are not wanted

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic, verified, pruned; a restored model recommends exactly what the saved one did."""
+"""Checkpoints: atomic, verified, pruned; a restored model recommends what the saved one did (scores up to float rounding)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def events(start: int, n: int) -> list[BehaviorEvent]:
     return out
 
 
+def same_lists(a: list[tuple], b: list[tuple]) -> bool:
+    """The same events, items and exploration flags; scores equal up to float rounding (a product's
+    rounding depends on where a vector sits in the block it is scored from, and a restored worker
+    builds its blocks afresh)."""
+    if [(e, [(i, x) for i, _, x in items]) for e, items in a] != [(e, [(i, x) for i, _, x in items]) for e, items in b]:
+        return False
+    return all(np.allclose([s for _, s, _ in x], [s for _, s, _ in y], rtol=1e-5, atol=1e-6) for (_, x), (_, y) in zip(a, b))
+
+
 def run(rec: Recommender, evs: list[BehaviorEvent], states: DictStates, batch: int = 25) -> list[tuple]:
     """Micro-batches, as a worker takes them (statistics are published at the start of each)."""
     out = []
@@ -68,9 +77,10 @@ def test_restored_model_gives_identical_recommendations(tmp_path: Path) -> None:
     later = events(400, 200)
     expected = run(original, later, copy.deepcopy(states))
     assert len(expected) == len(later) and all(items for _, items in expected)
-    assert run(restored, later, copy.deepcopy(states)) == expected
+    got = run(restored, later, copy.deepcopy(states))
+    assert same_lists(got, expected)
     # what was restored matters: a core that learned nothing recommends otherwise
-    assert run(make_recommender(), later, copy.deepcopy(states)) != expected
+    assert not same_lists(run(make_recommender(), later, copy.deepcopy(states)), expected)
 
 
 def test_truncated_checkpoint_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
