@@ -165,6 +165,23 @@ def test_the_index_switches_to_ivf_when_a_platform_passes_exact_max() -> None:
     assert index._trained_at == 400  # retrained once the platform doubled
 
 
+def test_deletes_that_bring_a_platform_back_to_exact_max_switch_to_exact_search() -> None:
+    """The switch is checked on every change, removals included: a shrunk catalog must not stay on
+    the approximate index until the next add."""
+    vecs = clustered(200, seed=11)
+    store, index = store_with(vecs, exact_max=150)
+    assert index.kind == "ivf"
+    store.delete([f"i{r}" for r in range(40)])  # 160 live: still above
+    assert index.kind == "ivf"
+    store.delete([f"i{r}" for r in range(40, 50)])  # 150 live: exactly exact_max, exact again
+    assert index.kind == "exact" and index._ivf is None
+    alive = np.arange(200) >= 50
+    q = clustered(6, seed=12)
+    check_exact(index.search(q, 10), vecs, alive, q, 10)  # exact answers, no 8-bit codes
+    store.upsert(["i0"], ["p"], vecs[:1])  # 151 live: back above, a fresh IVF over what lives now
+    assert index.kind == "ivf" and index._trained_at == 151
+
+
 def test_ivf_scores_are_q_dot_v_thanks_to_the_centring() -> None:
     """The IVF holds ``v − μ`` and adds ``q · μ`` back: scores are those of ``q · v`` (to the 8-bit
     codes' precision), although here ``q · μ`` is large (queries along the common direction)."""
