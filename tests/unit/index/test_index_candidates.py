@@ -1,8 +1,7 @@
 """CandidateIndex (``index/candidates.py``), the core's candidate search over the item store's rows:
 top-k by inner product against brute force, allowed-mask filtering, dead rows never returned, short
 lists padded with -1 / -inf, exact below ``exact_max`` live rows and IVF above it (trained on the
-centred vectors, scores still ``q · v``).  (``index/faiss_index.py``'s ``ItemIndex`` keeps its own tests
-in test_index_faiss.py while it is still in the tree.)"""
+centred vectors, scores still ``q · v``) and exact again once deletes bring it back to ``exact_max``."""
 
 from __future__ import annotations
 
