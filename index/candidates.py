@@ -9,7 +9,8 @@ interacted with yet).  Ids are store rows, so results need no translation.
   and a partial sort per row.  It holds nothing of its own.
 * **IVF** (above): ``IndexIVFScalarQuantizer`` (8-bit codes, a quarter of the float32 size) over the
   store rows, trained on the vectors present when the platform first passes ``exact_max`` and again
-  whenever it has doubled since.  Text embeddings share a large common direction (the mean of
+  whenever it has doubled since; dropped (exact again) as soon as deletes bring the platform back to
+  ``exact_max`` live rows, and trained afresh if it passes it again.  Text embeddings share a large common direction (the mean of
   all-MiniLM-L6-v2 item vectors has a norm of ~0.6), which leaves k-means little to separate; the
   index therefore holds ``v − μ`` (μ: the mean at training) and adds ``q · μ`` back to every score, so
   scores and order are those of ``q · v`` (measured on the synthetic 4k-item set: recall@10 against
@@ -103,8 +104,10 @@ class CandidateIndex:
         self._maybe_switch()
 
     def remove(self, rows: Rows) -> None:
+        """Rows the store has just marked dead; a platform shrunk to ``exact_max`` searches exactly again."""
         if self._ivf is not None and len(rows):
             self._ivf.remove_ids(np.asarray(rows, np.int64))
+        self._maybe_switch()
 
     def _maybe_switch(self) -> None:
         if self.settings.device == "cuda":

@@ -194,7 +194,10 @@ def summarise(name: str, r: dict[str, Any]) -> str:
             f"(ratio {r['ratio_vs_sentence_transformers']:.2f})"
         )
     if name == "index":
-        return f"{r['queries_per_s']:.0f} queries/s, overhead vs faiss {100 * r['overhead_vs_faiss']:.1f}% ({r['headline']})"
+        line = f"exact {r['queries_per_s']:.0f} queries/s, overhead vs faiss {100 * r['overhead_vs_faiss']:.1f}%"
+        if r.get("ivf_queries_per_s") is not None:
+            line += f"; IVF {r['ivf_queries_per_s']:.0f} queries/s, recall@10 {r['ivf_recall_at_10']:.3f}"
+        return f"{line} ({r['headline']})"
     if name == "e2e":
         return "; ".join(_e2e_line(key, run) for key, run in r.get("by_catalog", {}).items()) + "".join(
             f"; {n} workers: {_e2e_line('', run)}" for n, run in r.get("by_workers", {}).items() if n != "1"

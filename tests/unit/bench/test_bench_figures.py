@@ -93,11 +93,14 @@ def test_summarise_every_section() -> None:
         "core": {"events_per_s": 1.0, "events": 1, "recommendations": 1},
         "memory": {"bytes_per_person": 1.0, "peak_rss_mb": 1.0},
         "encoder": {"items_per_s": 2.0, "sentence_transformers_items_per_s": 1.0, "ratio_vs_sentence_transformers": 2.0},
-        "index": {"queries_per_s": 1.0, "overhead_vs_faiss": 0.05, "headline": "h"},
+        "index": {"queries_per_s": 1.0, "overhead_vs_faiss": 0.05, "ivf_queries_per_s": 3.0, "ivf_recall_at_10": 0.9, "headline": "h"},
         "e2e": headline({"w1-c8000": run, "w2-c8000": {**run, "workers": 2}}, E2EPlan()),
     }
     for name, fig in figures.items():
         assert summarise(name, fig)
+    assert "IVF 3 queries/s, recall@10 0.900" in summarise("index", figures["index"])
+    gpu = {**figures["index"], "ivf_queries_per_s": None, "ivf_recall_at_10": None}  # on a GPU: exact only
+    assert "IVF" not in summarise("index", gpu)
     assert "sustained 707 events/s" in summarise("e2e", figures["e2e"]) and "2 workers" in summarise("e2e", figures["e2e"])
     nothing = headline({"w1-c8000": {**run_summary([_outcome(100, 5000)], ["ladder"], [[None]], 1), "workers": 1, "catalog_items": 8000}}, E2EPlan())
     assert "no offered rate passed" in summarise("e2e", nothing)

@@ -1,8 +1,7 @@
 """CandidateIndex (``index/candidates.py``), the core's candidate search over the item store's rows:
 top-k by inner product against brute force, allowed-mask filtering, dead rows never returned, short
 lists padded with -1 / -inf, exact below ``exact_max`` live rows and IVF above it (trained on the
-centred vectors, scores still ``q · v``).  (``index/faiss_index.py``'s ``ItemIndex`` keeps its own tests
-in test_index_faiss.py while it is still in the tree.)"""
+centred vectors, scores still ``q · v``) and exact again once deletes bring it back to ``exact_max``."""
 
 from __future__ import annotations
 
@@ -163,6 +162,23 @@ def test_the_index_switches_to_ivf_when_a_platform_passes_exact_max() -> None:
     assert index._trained_at == 151  # 302 live: not yet twice what it was trained on
     store.upsert([f"i{r}" for r in range(302, 400)], ["p"] * 98, vecs[302:400])
     assert index._trained_at == 400  # retrained once the platform doubled
+
+
+def test_deletes_that_bring_a_platform_back_to_exact_max_switch_to_exact_search() -> None:
+    """The switch is checked on every change, removals included: a shrunk catalog must not stay on
+    the approximate index until the next add."""
+    vecs = clustered(200, seed=11)
+    store, index = store_with(vecs, exact_max=150)
+    assert index.kind == "ivf"
+    store.delete([f"i{r}" for r in range(40)])  # 160 live: still above
+    assert index.kind == "ivf"
+    store.delete([f"i{r}" for r in range(40, 50)])  # 150 live: exactly exact_max, exact again
+    assert index.kind == "exact" and index._ivf is None
+    alive = np.arange(200) >= 50
+    q = clustered(6, seed=12)
+    check_exact(index.search(q, 10), vecs, alive, q, 10)  # exact answers, no 8-bit codes
+    store.upsert(["i0"], ["p"], vecs[:1])  # 151 live: back above, a fresh IVF over what lives now
+    assert index.kind == "ivf" and index._trained_at == 151
 
 
 def test_ivf_scores_are_q_dot_v_thanks_to_the_centring() -> None:
