@@ -374,6 +374,11 @@ def validate(cfg: Config) -> None:
     for p in cfg.platforms:
         if not p or not all(c.isalnum() or c in "-_" for c in p):
             raise ConfigError(f"platforms: {p!r} is not a valid name (letters, digits, '-', '_')")
+        if len(p.encode()) > 255:  # a topic name component, and one byte of length in the state encoding
+            raise ConfigError(f"platforms: {p[:40]!r}... is longer than 255 bytes")
+    for name, value in {"model.max_consumed": cfg.model.max_consumed, "model.max_recent_events": cfg.model.max_recent_events}.items():
+        if not 1 <= value <= 65535:  # stored as 16-bit counts in a person's state
+            raise ConfigError(f"{name} must be within 1..65535, got {value}")
     positive = {
         "kafka.partitions": cfg.kafka.partitions,
         "kafka.replication_factor": cfg.kafka.replication_factor,

@@ -77,6 +77,10 @@ DEAD_LETTER_PREFIX_BYTES = 4 * 1024
 """A larger payload is cut to this prefix (with its size and SHA-256), so a dead letter always fits."""
 DEAD_LETTER_DETAIL_CHARS = 1000
 """Longest detail: some details quote a field of the message, which may be as long as the message."""
+MAX_EVENT_VALUE = 1e6
+"""An event's ``value`` beyond this is refused: a rating's value scales the event's weight,
+and a huge one would overflow the person's profile to inf/NaN."""
+
 DEAD_LETTER_MAX_BYTES = 128 * 1024
 """An encoded dead letter never exceeds this (far below Kafka's default 1 MiB ``max.request.size``)."""
 
@@ -351,6 +355,8 @@ def decode_event(
     if event_type not in event_types:
         raise ValidationError("unknown_event_type", f"event_type {event_type!r} not in {sorted(event_types)}")
     value = _number(obj, "value", required=False)
+    if value is not None and abs(value) > MAX_EVENT_VALUE:
+        raise ValidationError("bad_value", f"'value' must be within ±{MAX_EVENT_VALUE:g}, got {value:g}")
     return BehaviorEvent(
         event_id=_string(obj, "event_id", limits.max_field_chars),  # type: ignore[arg-type]
         ts=ts,

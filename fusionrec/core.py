@@ -197,12 +197,14 @@ class Recommender:
         return vectors
 
     def apply_item_changes(self, changes: ItemChanges, vectors: Vector) -> None:
-        start = time.perf_counter()
         if changes.deletes:
+            start = time.perf_counter()
             self.store.delete(changes.deletes)
+            self.hooks.on_index("delete", time.perf_counter() - start)
         if changes.upserts:
+            start = time.perf_counter()
             self.store.upsert([m.item_id for m in changes.upserts], [m.platform for m in changes.upserts], vectors)
-        self.hooks.on_index("upsert", time.perf_counter() - start)
+            self.hooks.on_index("upsert", time.perf_counter() - start)
 
     # --- events -------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ Grafana dashboard against it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -80,7 +79,7 @@ class Metrics:
         self.encoder_texts = Counter("fusionrec_encoder_texts_total", "Item texts encoded.", registry=r)
         self.index_op_ms = Histogram(
             "fusionrec_index_op_ms",
-            "Time of one item-index call (search, vectors_of, upsert, delete), milliseconds.",
+            "Time of one item-store call (search: a platform's candidate search for a batch; upsert; delete), milliseconds.",
             ["op"],
             buckets=MS_BUCKETS,
             registry=r,

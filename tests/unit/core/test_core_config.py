@@ -172,6 +172,10 @@ def test_scalar_coercion_from_env() -> None:
         ({"FUSIONREC_PLATFORMS": " , "}, ["platforms"]),
         ({"FUSIONREC_PLATFORMS": "shop,my shop"}, ["platforms", "my shop"]),
         ({"FUSIONREC_PLATFORMS": "a/b"}, ["platforms", "a/b"]),
+        ({"FUSIONREC_PLATFORMS": "shop," + "x" * 256}, ["platforms", "255 bytes"]),
+        ({"FUSIONREC_MAX_CONSUMED": "0"}, ["model.max_consumed", "1..65535"]),
+        ({"FUSIONREC_MAX_CONSUMED": "65536"}, ["model.max_consumed", "1..65535"]),
+        ({"FUSIONREC_MAX_RECENT_EVENTS": "70000"}, ["model.max_recent_events", "1..65535"]),
     ],
 )
 def test_bad_env_values_name_the_setting(env: dict[str, str], words: list[str]) -> None:

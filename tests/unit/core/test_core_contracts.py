@@ -288,6 +288,12 @@ def test_string_length_boundary() -> None:
     assert reason_of(dec_event, with_(VALID_EVENT, user_id="u" * (n + 1))) == "too_long"
 
 
+def test_value_boundary() -> None:
+    assert dec_event(with_(VALID_EVENT, value=1e6)).value == 1e6
+    assert dec_event(with_(VALID_EVENT, value=-1e6)).value == -1e6
+    assert reason_of(dec_event, with_(VALID_EVENT, value=1e6 * (1 + 1e-9))) == "bad_value"
+
+
 # --------------------------------------------------------------------------------- reject reasons
 
 TOO_BIG = LIMITS.max_message_bytes + 1
@@ -302,6 +308,8 @@ EVENT_REJECTS: list[tuple[str, bytes, str]] = [
     ("malformed: NaN", orjson.dumps(VALID_EVENT).replace(b'"value":4.0', b'"value":NaN'), "malformed_json"),
     ("malformed: Infinity", orjson.dumps(VALID_EVENT).replace(b'"value":4.0', b'"value":Infinity'), "malformed_json"),
     ("malformed: -Infinity", b'{"ts": -Infinity}', "malformed_json"),
+    ("bad_value: huge value", with_(VALID_EVENT, value=1e308), "bad_value"),
+    ("bad_value: huge negative value", with_(VALID_EVENT, value=-1.000001e6), "bad_value"),
     ("malformed: overflowing number", b'{"ts": 1e400}', "malformed_json"),
     ("malformed: lone surrogate", b'{"event_id": "\\ud800"}', "malformed_json"),
     ("malformed: single quotes", b"{'ts': 1}", "malformed_json"),

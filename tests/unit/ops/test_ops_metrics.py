@@ -131,6 +131,7 @@ def test_metrics_hooks_time_the_cores_encoder_index_and_ranking() -> None:
     s = samples(m)
     assert s[("fusionrec_encoder_batch_ms_count", ())] == 2 and s[("fusionrec_encoder_texts_total", ())] == len(catalog(("shop", "video"))) + 1
     assert s[("fusionrec_index_op_ms_count", (("op", "upsert"),))] == 2
+    assert s[("fusionrec_index_op_ms_count", (("op", "delete"),))] == 1  # timed on its own, not inside the upsert
 
 
 def test_a_written_checkpoint_restarts_the_checkpoint_age(tmp_path: Path) -> None:
