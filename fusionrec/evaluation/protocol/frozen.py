@@ -164,10 +164,11 @@ class ModelMethod:
 
     name = "model"
 
-    def __init__(self, rec: Recommender, *, learn_batch: int = LEARN_BATCH) -> None:
+    def __init__(self, rec: Recommender, *, learn_batch: int = LEARN_BATCH, rank_batch: int = 1024) -> None:
         self.rec = rec
         self.states = DictStates()
         self.learn_batch = learn_batch
+        self.rank_batch = rank_batch
         self._linked: set[tuple[str, str]] = set()
 
     def _link(self, e: BehaviorEvent, person: str) -> None:
@@ -192,6 +193,7 @@ class ModelMethod:
             "learned_events": len(events) - sum(rejected.values()),
             "rejected": dict(rejected),
             "learn_batch": self.learn_batch,
+            "rank_batch": self.rank_batch,
             "published_version": rec.learner.published_version,
             "policy": {"name": cfg.policy.name, **cfg.policy.params(), "mmr_lambda": cfg.policy.mmr_lambda,
                        "novelty_weight": cfg.policy.novelty_weight, "candidates": cfg.policy.candidates},
@@ -201,16 +203,18 @@ class ModelMethod:
         }  # fmt: skip
 
     def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
-        if not requests:
-            return []
-        batch = self.rec.requests_for(
-            self.states,
-            [r.person for r in requests],
-            [r.platform for r in requests],
-            [r.ts for r in requests],
-            [f"frozen:{r.platform}" for r in requests],
-        )
-        return self.rec.rank_ids(batch, k)
+        out: list[list[str]] = []
+        for s in range(0, len(requests), self.rank_batch):  # bounded memory; each list is independent
+            chunk = requests[s : s + self.rank_batch]
+            batch = self.rec.requests_for(
+                self.states,
+                [r.person for r in chunk],
+                [r.platform for r in chunk],
+                [r.ts for r in chunk],
+                [f"frozen:{r.platform}" for r in chunk],
+            )
+            out.extend(self.rec.rank_ids(batch, k))
+        return out
 
 
 MethodFactory = Callable[[Catalog], FrozenMethod]

@@ -289,7 +289,7 @@ def test_the_model_learns_the_history_only_and_ranking_changes_nothing(tmp_path:
         return inner(events, *a, **kw)
 
     rec.process = spy
-    method = ModelMethod(rec, learn_batch=3)  # several micro-batches
+    method = ModelMethod(rec, learn_batch=3, rank_batch=2)  # several micro-batches
     method.fit(history_of(split))
     assert processed == [de.event.event_id for de in split.history]  # all of it, in time order
     assert rec.learner.unpublished == 0 and not rec.learner.stats.unapplied  # published before ranking
@@ -304,6 +304,8 @@ def test_the_model_learns_the_history_only_and_ranking_changes_nothing(tmp_path:
     first = method.rank(requests, 10)
     second = method.rank(requests, 10)
     assert first == second and all(first)
+    method.rank_batch = len(requests)
+    assert method.rank(requests, 10) == first  # the same in one batch as in several
     assert processed == [de.event.event_id for de in split.history]  # no target was processed
     assert dict(method.states) == states
     assert (rec.learner.published_version, rec.learner.learned) == (version, learned)
