@@ -128,8 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param:
-        raise ConfigError("--split, --keep-consumed, --baselines, --sasrec-param and --baseline-param need --protocol frozen")
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model:
+        raise ConfigError("--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param and --no-model need --protocol frozen")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -177,11 +177,13 @@ def frozen_baselines(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
-    """``fusionrec eval --protocol frozen``: the papers' leave-one-out protocol, baselines only for now."""
+    """``fusionrec eval --protocol frozen``: the papers' leave-one-out protocol, the model (built here,
+    at the composition root, unless ``--no-model``) and the baselines."""
     from dataclasses import replace
 
     from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
     from fusionrec.evaluation.sasrec import SASRecConfig
+    from stream.compose import build_recommender
 
     baseline = {"popularity_half_life_days": float, "cooccurrence_history": int}
     others: dict[str, Any] = {}
@@ -202,9 +204,13 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         limit_users=args.limit_users,
         baselines=frozen_baselines(args),
         sasrec_config=replace(SASRecConfig(), **overrides),
+        model=not args.no_model,
+        policy=args.policy,
+        restrict_to_target_platform=args.restrict_to_target_platform,
         **others,
     )
-    report = evaluate_frozen(cfg, args.dataset, options)
+    recommender = build_recommender(cfg) if options.model else None
+    report = evaluate_frozen(cfg, args.dataset, options, recommender=recommender)
     print(format_frozen(report))
     if args.json:
         with open(args.json, "w") as fh:
@@ -327,13 +333,17 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--protocol", default="stream", choices=["stream", "frozen"],
-        help="stream: test-then-train replay (default); frozen: the papers' leave-one-out protocol (baselines for now)",
+        help="stream: test-then-train replay (default); frozen: the papers' leave-one-out protocol (the model and the baselines)",
     )
     ev.add_argument(
         "--split", default="test", choices=["test", "valid"],
         help="frozen only: valid = each user's last history item is the target, the real targets dropped",
     )
-    ev.add_argument("--keep-consumed", action="store_true", help="frozen only: rank consumed items too")
+    ev.add_argument(
+        "--keep-consumed", action="store_true",
+        help="frozen only: the baselines rank consumed items too (the model always excludes them)",
+    )
+    ev.add_argument("--no-model", action="store_true", help="frozen only: the baselines only (no core is built)")
     ev.add_argument(
         "--baselines", default=None, metavar="LIST",
         help="frozen only: comma-separated subset of popularity,cooccurrence,text_mean,sasrec",

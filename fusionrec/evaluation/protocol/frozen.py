@@ -11,8 +11,13 @@ history event becomes the target and the real targets are dropped, so nothing is
 
 A method is anything with ``name``, ``fit(history)`` (all learning before the first ranking; returns
 an info dict) and ``rank(requests, k)``; :class:`BaselineMethod` adapts the replay baselines (optional
-``fit`` on item sequences, then ``learn`` on every history event in order).  The streaming protocol
-(``replay.py``) is untouched; this module shares its baselines, metrics and report shape.
+``fit`` on item sequences, then ``learn`` on every history event in order), :class:`ModelMethod` the
+processing core (every history event through ``Recommender.process(..., rank=False)`` in time order
+and micro-batches, the learner's last state published, then ``requests_for`` + ``rank_ids`` as the
+streaming evaluator ranks, with nothing learned while ranking).  The core is built at the composition
+root and handed in (``evaluate_frozen(..., recommender=...)``), as for the streaming protocol.  The
+streaming protocol (``replay.py``) is untouched; this module shares its baselines, metrics and report
+shape.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fusionrec.config import Config
-from fusionrec.contracts import BehaviorEvent, ItemUpsert
+from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemUpsert
+from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
@@ -46,6 +52,7 @@ __all__ = [
     "FrozenMethod",
     "History",
     "BaselineMethod",
+    "ModelMethod",
     "Split",
     "split_events",
     "build_catalog",
@@ -74,6 +81,9 @@ class FrozenOptions:
     popularity_half_life_days: float = 30.0
     cooccurrence_history: int = CoOccurrence.HISTORY
     k: int = max(KS)
+    model: bool = True  # the processing core too, when evaluate_frozen is given one
+    policy: str | None = None  # the model's ranking policy (None: the config's, as the streaming eval)
+    restrict_to_target_platform: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -133,6 +143,78 @@ class BaselineMethod:
 
     def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
         return self.baseline.rank(requests, k)
+
+
+LEARN_BATCH = int(os.environ.get("FUSIONREC_EVAL_LEARN_BATCH", "64"))
+"""History is fed to the core in micro-batches of this many events (the streaming evaluator's size)."""
+
+
+class ModelMethod:
+    """The processing core under the frozen protocol.
+
+    ``fit`` links every history person and feeds all history events in time order through
+    ``Recommender.process(..., rank=False)`` in micro-batches (the core learns test-then-train within
+    the history, as a worker does), then publishes the learner's last state.  ``rank`` builds the
+    requests with ``requests_for`` from the states as the history left them and ranks them with
+    ``rank_ids``, as the streaming evaluator does; it learns nothing (no event is processed).  The
+    core always excludes a person's consumed items (up to ``model.max_consumed`` of them), whatever
+    ``keep_consumed`` asks of the baselines.  The policy's draws are keyed by (person, ``frozen:``
+    platform), so ranking the same requests twice gives the same lists.
+    """
+
+    name = "model"
+
+    def __init__(self, rec: Recommender, *, learn_batch: int = LEARN_BATCH, rank_batch: int = 1024) -> None:
+        self.rec = rec
+        self.states = DictStates()
+        self.learn_batch = learn_batch
+        self.rank_batch = rank_batch
+        self._linked: set[tuple[str, str]] = set()
+
+    def _link(self, e: BehaviorEvent, person: str) -> None:
+        key = (e.platform, e.user_id)
+        if key not in self._linked:
+            self.rec.identity.link(IdentityLink(e.platform, e.user_id, person))
+            self._linked.add(key)
+
+    def fit(self, history: History) -> dict[str, Any]:
+        rec = self.rec
+        rejected: dict[str, int] = defaultdict(int)
+        events = list(history.events)
+        for e, person in zip(events, history.persons):
+            self._link(e, person)
+        for s in range(0, len(events), self.learn_batch):
+            _, rejections = rec.process(events[s : s + self.learn_batch], self.states, rank=False)
+            for r in rejections:
+                rejected[r.reason] += 1
+        rec.learner.publish()  # the last weights and statistics, not only those of the last publication
+        cfg = rec.cfg
+        return {
+            "learned_events": len(events) - sum(rejected.values()),
+            "rejected": dict(rejected),
+            "learn_batch": self.learn_batch,
+            "rank_batch": self.rank_batch,
+            "published_version": rec.learner.published_version,
+            "policy": {"name": cfg.policy.name, **cfg.policy.params(), "mmr_lambda": cfg.policy.mmr_lambda,
+                       "novelty_weight": cfg.policy.novelty_weight, "candidates": cfg.policy.candidates},
+            "restrict_to_target_platform": rec.restrict_to_target_platform,
+            "consumed": f"always excluded by the core (up to model.max_consumed={cfg.model.max_consumed} per person)",
+            "learned_weights": {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()},
+        }  # fmt: skip
+
+    def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
+        out: list[list[str]] = []
+        for s in range(0, len(requests), self.rank_batch):  # bounded memory; each list is independent
+            chunk = requests[s : s + self.rank_batch]
+            batch = self.rec.requests_for(
+                self.states,
+                [r.person for r in chunk],
+                [r.platform for r in chunk],
+                [r.ts for r in chunk],
+                [f"frozen:{r.platform}" for r in chunk],
+            )
+            out.extend(self.rec.rank_ids(batch, k))
+        return out
 
 
 MethodFactory = Callable[[Catalog], FrozenMethod]
@@ -361,19 +443,41 @@ def evaluate_frozen(
     *,
     methods: Sequence[MethodFactory] | None = None,
     encoder: TextEncoderT | None = None,
+    recommender: Recommender | None = None,
 ) -> dict[str, Any]:
     """Read ``dataset``, build the catalog (cached text vectors), run the frozen protocol with
-    ``methods`` (default: every baseline, SASRec included); the JSON report."""
+    ``methods`` (default: every baseline, SASRec included); the JSON report.
+
+    Given ``recommender`` (the CLI builds it: ``stream.compose.build_recommender``) and
+    ``options.model``, the items go into the core's store, which is then the baselines' catalog too
+    (one encoding), and the core runs first as :class:`ModelMethod`, with ``options.policy`` (None:
+    the config's, as in the streaming protocol)."""
+    import dataclasses
+
     from fusionrec.fusion import event_weight
+    from fusionrec.policy.ranker import PolicyRanker
 
     t0 = time.perf_counter()
     items = list(read_items(dataset))
-    catalog = build_catalog(items, encoder or default_encoder(cfg))
+    rec = recommender if options.model else None
+    if rec is not None:
+        if options.policy is not None:
+            cfg = cfg.replace(policy=dataclasses.replace(cfg.policy, name=options.policy, platform_policies="", variants=""))
+        rec.restrict_to_target_platform = options.restrict_to_target_platform
+        rec.policy = PolicyRanker(cfg.policy, cfg.platforms)
+        with every_core():
+            for s in range(0, len(items), ENCODE_CHUNK):
+                rec.apply_items(items[s : s + ENCODE_CHUNK])
+        catalog = rec.store
+    else:
+        catalog = build_catalog(items, encoder or default_encoder(cfg))
     catalog_s = time.perf_counter() - t0
     events = limit_users(list(read_events(dataset)), options.limit_users)
     split = split_events(events, options.split)
     weights = cfg.model.event_weights
     built = [factory(catalog) for factory in (default_methods(options) if methods is None else methods)]
+    if rec is not None:
+        built.insert(0, ModelMethod(rec))
     result = run_frozen(
         catalog, split, built,
         positive=lambda e: event_weight(e.event_type, e.value, weights) > 0,
@@ -391,6 +495,11 @@ def evaluate_frozen(
                 "limit_users": options.limit_users}  # fmt: skip
     info["baseline_params"] = {"popularity_half_life_days": options.popularity_half_life_days,
                                "cooccurrence_history": options.cooccurrence_history}  # fmt: skip
+    if rec is None:
+        why = "--no-model" if not options.model else "no recommender was given to evaluate_frozen"
+        info["model"] = f"not run: {why}"
+    elif options.keep_consumed:
+        info["model_consumed"] = "the model still excludes the person's consumed items (the core always does)"
     return frozen_report(str(dataset), protocol, result, time.perf_counter() - t0, info)
 
 
@@ -409,7 +518,7 @@ def _row(ms: MetricSet, beyond: BeyondAccuracy | None, catalog_size: int) -> dic
 def frozen_report(
     dataset: str, protocol: dict[str, Any], result: FrozenResult, seconds: float, info: dict[str, Any]
 ) -> dict[str, Any]:
-    """The streaming report's shape, plus ``protocol``; ``model`` is None until the model is a method."""
+    """The streaming report's shape, plus ``protocol``; ``model`` is None when the model did not run."""
     sizes: dict[str, int] = info["catalog_sizes"]
 
     def part(name: str) -> dict[str, Any]:
@@ -424,8 +533,8 @@ def frozen_report(
     slices["per_platform"] = {
         name.split(":", 1)[1]: part(name) for name in sorted(result.slices) if name.startswith("platform:")
     }
-    if overall["model"] is None:
-        info = {**info, "model": "not run: the frozen protocol has no adapter for the model yet"}
+    if overall["model"] is None and "model" not in info:
+        info = {**info, "model": "not run"}
     return {
         "dataset": dataset,
         "protocol": protocol,

@@ -176,10 +176,16 @@ def test_cli_frozen_valid_and_stream_only_flags(
     seen: dict[str, Any] = {}
 
     def fake(cfg: Config, dataset: Any, options: FrozenOptions, **kw: Any) -> dict[str, Any]:
-        seen["options"] = options
-        return evaluate_frozen(cfg, dataset, options, encoder=HashEncoder(8, "fake-8"))
+        seen["options"], seen["recommender"] = options, kw.get("recommender")
+        return evaluate_frozen(cfg, dataset, options, encoder=HashEncoder(8, "fake-8"), **kw)
+
+    def fake_core(cfg: Config, **kw: Any) -> Any:  # the composition root, with the hash encoder
+        from fakes import build_core
+
+        return build_core(cfg.platforms, items=[], dim=8, cfg=cfg)
 
     monkeypatch.setattr("fusionrec.evaluation.protocol.frozen.evaluate_frozen", fake)
+    monkeypatch.setattr("stream.compose.build_recommender", fake_core)
     argv = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--split", "valid", "--keep-consumed",
             "--baselines", "popularity,sasrec", "--sasrec-param", "dropout=0.2", "--sasrec-param", "threads=1",
             "--sasrec-epochs", "1", "--baseline-param", "cooccurrence_history=5",
@@ -189,7 +195,15 @@ def test_cli_frozen_valid_and_stream_only_flags(
     assert (options.split, options.keep_consumed, options.baselines) == ("valid", True, ("popularity", "sasrec"))
     assert (options.sasrec_config.dropout, options.sasrec_config.epochs, options.sasrec_config.threads) == (0.2, 1, 1)
     assert (options.cooccurrence_history, options.popularity_half_life_days) == (5, float("inf"))
-    assert "split valid" in capsys.readouterr().out
+    assert seen["options"].model and seen["options"].policy is None and seen["recommender"] is not None
+    out = capsys.readouterr().out
+    assert "split valid" in out and "| model |" in out
+    argv_no_model = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--no-model", "--baselines", "popularity",
+                     "--policy", "none"]  # fmt: skip
+    assert main(argv_no_model) == 0
+    assert not seen["options"].model and seen["options"].policy == "none" and seen["recommender"] is None
+    assert "| model |" not in capsys.readouterr().out
+    assert main(["eval", "--dataset", str(folder), "--no-model"]) == 2  # frozen only
     assert main(["eval", "--dataset", str(folder), "--split", "valid"]) == 2  # frozen-only flag on the stream protocol
     assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sasrec-param", "nope=1"]) == 2
     bad = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--baseline-param", "cooccurrence_history=x"]
@@ -206,3 +220,120 @@ def test_baseline_params_reach_the_baselines(tmp_path: Path) -> None:
     pop, cooc = (factory(catalog) for factory in default_methods(options))
     assert pop.baseline.half_life_s == 7 * 86400.0  # type: ignore[attr-defined]
     assert cooc.baseline.HISTORY == 3  # type: ignore[attr-defined]
+
+
+# --- the model (the processing core) under the frozen protocol ----------------------------------------
+
+
+def core_with(folder: Path) -> Any:
+    """The core as the tests build it (hash encoder, real index), holding the dataset's items."""
+    from fakes import build_core
+
+    rec = build_core(("shop", "news"), items=[], dim=8)
+    rec.apply_items(list(read_items(folder)))
+    return rec
+
+
+def history_of(split: Any) -> History:
+    from fusionrec.evaluation.protocol.frozen import person_of_user
+
+    events = [de.event for de in split.history]
+    return History(events, [person_of_user(e.user_id) for e in events], [True] * len(events))
+
+
+def test_evaluate_frozen_runs_the_model_with_finite_metrics(tmp_path: Path) -> None:
+    folder = write(tmp_path / "d", HAND)
+    cfg = Config(platforms=("shop", "news"))
+    options = FrozenOptions(baselines=("popularity",))
+    report = evaluate_frozen(cfg, folder, options, recommender=core_with(folder))
+    row = report["model"]
+    assert row is not None and "model" not in report["info"]
+    assert set(row) >= {"ndcg@10", "recall@10"}
+    assert all(math.isfinite(v) for v in row.values())
+    assert 0.0 < row["recall@10"] <= 1.0  # 4 shop items left per person: every target is in its top 10
+    assert report["slices"]["per_platform"]["shop"]["model"] is not None
+    info = report["info"]["methods"]["model"]
+    assert info["learned_events"] == 7 and info["policy"]["name"] == cfg.policy.name  # the config's, as the stream eval
+    assert "model_consumed" not in report["info"]
+    # popularity is unchanged by the model running first on the same catalog
+    expected = (1.0 + ndcg(2) + ndcg(2) + ndcg(3)) / 4
+    assert report["baselines"]["popularity"]["ndcg@10"] == pytest.approx(expected, abs=1e-5)
+    text = format_frozen(report)
+    assert "| model |" in text and "| popularity |" in text
+    kept = evaluate_frozen(cfg, folder, replace_options(options, keep_consumed=True), recommender=core_with(folder))
+    assert "still excludes" in kept["info"]["model_consumed"]
+    skipped = evaluate_frozen(cfg, folder, replace_options(options, model=False), recommender=core_with(folder))
+    assert skipped["model"] is None and skipped["info"]["model"].startswith("not run")
+    assert "| model |" not in format_frozen(skipped)
+
+
+def replace_options(options: FrozenOptions, **kw: Any) -> FrozenOptions:
+    from dataclasses import replace
+
+    return replace(options, **kw)
+
+
+def test_the_model_learns_the_history_only_and_ranking_changes_nothing(tmp_path: Path) -> None:
+    import copy
+
+    from fusionrec.evaluation.protocol.frozen import ModelMethod
+
+    folder = write(tmp_path / "d", HAND)
+    rec = core_with(folder)
+    split = split_events(list(read_events(folder)), "test")
+    processed: list[str] = []
+    inner = rec.process
+
+    def spy(events: Sequence[Any], *a: Any, **kw: Any) -> Any:
+        processed.extend(e.event_id for e in events)
+        return inner(events, *a, **kw)
+
+    rec.process = spy
+    method = ModelMethod(rec, learn_batch=3, rank_batch=2)  # several micro-batches
+    method.fit(history_of(split))
+    assert processed == [de.event.event_id for de in split.history]  # all of it, in time order
+    assert rec.learner.unpublished == 0 and not rec.learner.stats.unapplied  # published before ranking
+    requests = [
+        BaselineRequest("u:u1", "shop", T0 + 10, frozenset()),
+        BaselineRequest("u:u2", "shop", T0 + 11, frozenset()),
+        BaselineRequest("u:u3", "shop", T0 + 12, frozenset()),
+    ]
+    states = copy.deepcopy(dict(method.states))
+    version, learned = rec.learner.published_version, rec.learner.learned
+    weights = {p: w.copy() for p, w in rec.learner.weights.items()}
+    first = method.rank(requests, 10)
+    second = method.rank(requests, 10)
+    assert first == second and all(first)
+    method.rank_batch = len(requests)
+    assert method.rank(requests, 10) == first  # the same in one batch as in several
+    assert processed == [de.event.event_id for de in split.history]  # no target was processed
+    assert dict(method.states) == states
+    assert (rec.learner.published_version, rec.learner.learned) == (version, learned)
+    assert set(weights) == set(rec.learner.weights)
+    assert all((weights[p] == rec.learner.weights[p]).all() for p in weights)
+
+
+def test_the_model_excludes_a_target_the_person_had_in_the_history(tmp_path: Path) -> None:
+    from fusionrec.evaluation.protocol.frozen import ModelMethod
+
+    # u1 takes a again (a re-consumption target): the model never lists it, even with keep_consumed
+    events = [*HAND[:7], (T0 + 10, "u1", "shop", "a", "target"), (T0 + 12, "u3", "shop", "e", "target")]
+    folder = write(tmp_path / "d", events)
+    rec = core_with(folder)
+    split = split_events(list(read_events(folder)), "test")
+    lists: dict[str, list[str]] = {}
+    method = ModelMethod(rec)
+    rank = method.rank
+
+    def spy(requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
+        out = rank(requests, k)
+        lists.update({r.person: ranked for r, ranked in zip(requests, out)})
+        return out
+
+    method.rank = spy  # type: ignore[method-assign]
+    result = run_frozen(rec.store, split, [method], positive=lambda e: True, keep_consumed=True)
+    assert lists["u:u1"] and not {"a", "b"} & set(lists["u:u1"])  # u1's history items
+    assert lists["u:u3"] and not {"a", "b"} & set(lists["u:u3"])
+    by_platform = result.slices["platform:shop"]["model"]
+    assert by_platform.n == 2
+    assert result.slices["overall"]["model"].mean()["recall@10"] == pytest.approx(0.5)  # u1's a is a miss
