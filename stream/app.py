@@ -28,6 +28,14 @@ from stream.metrics import Metrics, MetricsHooks
 from stream.topics import ensure_topics
 from stream.worker import HotPath
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The cyclic collector's thresholds in a worker (CPython's default: 700, 10, 10).  A micro-batch
+allocates and frees tens of thousands of short-lived containers; with the default, young collections
+ran every few events and the full ones walked the growing heap of long-lived objects: in-process on the
+8k synthetic workload (batches of 200, 300k events) the collector took 15 µs per event at the start and
+64 of 255 µs per event by the end, against under 1 µs with these (186 µs per event by the end).  What
+is cyclic garbage still goes at the next young collection (at most ~50k container objects later)."""
+
 log = logging.getLogger(__name__)
 
 __all__ = ["build_recommender", "create_app"]
@@ -87,6 +95,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             await catalog.ready.wait()
             checkpointer.restore()  # learned parameters need the catalog loaded first
             gc.freeze()  # the catalog and the libraries stay: keep them out of every collection
+            gc.set_threshold(*GC_THRESHOLDS)
             await asyncio.gather(hot.run(), follow)
         except asyncio.CancelledError:
             raise

@@ -29,7 +29,7 @@ from fusionrec.learner.model import (
     PlatformModel,
 )
 
-__all__ = ["SEQ_FEATURE", "KNN_HISTORY", "seq_weights", "cooc_scores", "top_per_row", "features_at"]
+__all__ = ["SEQ_FEATURE", "KNN_HISTORY", "seq_weights", "cooc_scores", "add_cooc_scores", "top_per_row", "features_at"]
 
 SEQ_FEATURE = 10
 """Recent items whose co-occurrence rows feed the window feature."""
@@ -79,6 +79,29 @@ def cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> sp.csr_m
     w = model.weights
     last, window, knn = _blocks(model, seqs)
     return (np.float32(w[COOC_LAST]) * last + np.float32(w[COOC_WINDOW]) * window + np.float32(w[COOC_KNN]) * knn).tocsr()
+
+
+def add_cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]], scores: F32, column: I64) -> None:
+    """``scores[r, column[i]] +=`` what :func:`cooc_scores` gives request ``r`` and item ``i`` (items whose
+    ``column`` is -1 are skipped), scattered feature by feature straight into the dense block: no summed
+    sparse matrix is built (its additions cost more than the product)."""
+    m = len(seqs)
+    f = model.cooc_times(seq_weights(model, seqs))
+    w = model.weights
+    for feature, lo in ((COOC_LAST, 0), (COOC_WINDOW, m), (COOC_KNN, 2 * m)):
+        start, stop = f.indptr[lo], f.indptr[lo + m]
+        if start == stop:
+            continue
+        cols = f.indices[start:stop]
+        values = f.data[start:stop].astype(np.float32)
+        if feature == COOC_KNN:
+            values *= model.inv_count[cols]
+        np.log1p(values, out=values)
+        values *= np.float32(w[feature])
+        at = column[cols]
+        ok = at >= 0
+        rows = np.repeat(np.arange(m), np.diff(f.indptr[lo : lo + m + 1]))
+        scores[rows[ok], at[ok]] += values[ok]  # (request, item) pairs are unique within one feature
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:

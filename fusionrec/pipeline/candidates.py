@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fusionrec.items import PlatformItems
-from fusionrec.learner.features import cooc_scores, top_per_row
+from fusionrec.learner.features import add_cooc_scores, cooc_scores, top_per_row
 from fusionrec.learner.model import NEW, PlatformModel
 from fusionrec.pipeline.requests import RequestBatch
 from fusionrec.topk import exact_top_k
@@ -247,11 +247,7 @@ def _exact_search(
     column[rows] = np.arange(len(rows))
     scores += _pop_part(model, rows)[None, :]
     if model.uses_cooc and any(reqs.seq):
-        cooc = cooc_scores(model, reqs.seq)
-        at = column[cooc.indices]
-        ok = at >= 0
-        b = np.repeat(np.arange(len(reqs)), np.diff(cooc.indptr))
-        scores[b[ok], at[ok]] += cooc.data[ok]  # (request, item) pairs are unique within a CSR matrix
+        add_cooc_scores(model, reqs.seq, scores, column)
     if any(len(c) for c in reqs.consumed):
         b = np.repeat(np.arange(len(reqs)), [len(c) for c in reqs.consumed])
         at = column[np.concatenate(reqs.consumed)]

@@ -51,13 +51,15 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     chosen_sims = np.take_along_axis(sims, best[:, :, None, None], axis=2)[:, :, 0, :]
     ok = recent_ok[np.arange(n_b)[:, None], best]  # (B, K, R)
     top = np.argsort(np.where(ok, -chosen_sims, np.inf), axis=2, kind="stable")[:, :, :BECAUSE_OF]
-    top = np.where(np.take_along_axis(ok, top, axis=2), top, -1).tolist()
+    valid = np.take_along_axis(ok, top, axis=2)  # the valid ones come first (sorted before the padding)
+    top, n_valid = top.tolist(), valid.sum(axis=2).tolist()
     best_contribution = np.take_along_axis(contributions, best[:, :, None], axis=2)[:, :, 0].astype(np.float64).round(4).tolist()
     best_l = best.tolist()
     known = reqs.present.any(axis=1).tolist()
     ids = items.ids
     names = [store.platforms[p].ids if p in store.platforms else [] for p in platforms]
     out: list[list[dict[str, Any]]] = []
+    ids_of: list[list[list[str] | None]] = [[None] * n_p for _ in range(n_b)]
     lengths = (chosen.rows >= 0).sum(axis=1).tolist()
     all_rows, all_scores, all_explored = chosen.rows.tolist(), chosen.scores.round(6).tolist(), chosen.explored.tolist()
     for b in range(n_b):
@@ -71,10 +73,12 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
         for k, (r, s, e) in enumerate(zip(rows, scores, explored)):
             j = best_l[b][k]
             reason: dict[str, Any] = {"kind": "similar_to_history", "platform": platforms[j], "contribution": best_contribution[b][k]}
-            tops = top[b][k]
-            if tops[0] >= 0:
-                recent_rows, where = reqs.recent[b][j], names[j]
-                reason["because_of"] = [where[recent_rows[t]] for t in tops if t >= 0]
+            c = n_valid[b][k]
+            if c:
+                recent_ids = ids_of[b][j]
+                if recent_ids is None:  # each (request, platform) once, and only when some item names it
+                    recent_ids = ids_of[b][j] = list(map(names[j].__getitem__, reqs.recent[b][j]))
+                reason["because_of"] = list(map(recent_ids.__getitem__, top[b][k][:c]))
             recs.append({"item_id": ids[r], "score": s, "platform": platform, "reason": reason, "explored": e})
         out.append(recs)
     return out

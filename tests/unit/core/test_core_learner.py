@@ -19,7 +19,7 @@ from fusionrec.contracts import BehaviorEvent, ItemUpsert
 from fusionrec.errors import CheckpointError
 from fusionrec.items import ItemStore
 from fusionrec.learner import OnlineLearner, persistence
-from fusionrec.learner.features import features_at, top_per_row
+from fusionrec.learner.features import add_cooc_scores, cooc_scores, features_at, top_per_row
 from fusionrec.learner.model import COS_FUSED, COS_LAST, FEATURES, INITIAL_WEIGHTS, NEW, NEW_FUSED, NEW_LAST, POP_LONG
 from fusionrec.learner.stats import BACKWARD, WINDOW, Cooc, InteractionStats, strongest
 from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
@@ -196,6 +196,28 @@ def test_the_new_item_weight_is_learned_from_a_stream_that_keeps_picking_new_ite
     assert rec.learner.adagrad.weights["shop"][NEW] > 0
     rec.learner.publish()
     assert rec.learner.model.platforms["shop"].weights[NEW] > 0
+
+
+def test_co_occurrence_scattered_into_a_block_equals_the_summed_sparse_scores() -> None:
+    """``add_cooc_scores`` (the exact search's way) adds what ``cooc_scores`` gives, item by item, and
+    leaves the items without a column alone."""
+    learner = make_learner()
+    play(learner, [["i0", "i1", "i2", "i3"], ["i1", "i2", "i4"], ["i0", "i2", "i5", "i1"], ["i3", "i4", "i0"]])
+    learner.adagrad.weights["shop"] = np.random.default_rng(3).normal(size=len(FEATURES))
+    learner.publish()
+    model = learner.model.platforms["shop"]
+    reqs = requests(learner, [("i0", "i2"), ("i1",), ("i3", "i4", "i5"), ("i5",)], consumed=[set()] * 4)
+    n = learner.store.platforms["shop"].n
+    dense = cooc_scores(model, reqs.seq).toarray()[:, :n]
+    assert np.count_nonzero(dense) > 4
+    column = np.arange(n, dtype=np.int64)
+    column[1] = -1  # an item out of the block (e.g. a new one, scored apart)
+    base = np.random.default_rng(0).normal(size=(4, n)).astype(np.float32)
+    got = base.copy()
+    add_cooc_scores(model, reqs.seq, got, column)
+    want = base + dense
+    want[:, 1] = base[:, 1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_checkpoint_of_the_earlier_feature_set_loads_with_the_missing_features_at_their_start() -> None:
