@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fusionrec.evaluation.cold import describe_pools
 from fusionrec.evaluation.metrics import BEYOND_NAMES, METRIC_NAMES, BeyondAccuracy, MetricSet
 from fusionrec.learner.model import FEATURES
 
@@ -74,6 +75,8 @@ def format_table(report: dict[str, Any]) -> str:
     s = report["slices"]
     for name in ("cross_platform", "cold_items"):
         table(name, s[name]["targets"], s[name]["model"], s[name]["baselines"])
+    if pools := describe_pools(report["info"].get("cold_item_pools")):
+        lines += [pools, ""]
     for platform, row in s["per_platform"].items():
         table(f"platform {platform}", row["targets"], row["model"], row["baselines"])
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
+from fusionrec.evaluation.cold import ColdPools, describe_pools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
 from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
 from fusionrec.items import ItemStore as Catalog
@@ -328,6 +329,7 @@ class FrozenResult:
     )
     slice_platforms: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     info: dict[str, Any] = field(default_factory=dict)
+    cold_item_pools: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,7 @@ def run_frozen(
         consumed[person].add(e.item_id)
         interactions[e.item_id] += 1.0
     groups = _groups(split, catalog, result)
+    result.cold_item_pools = _cold_pools(catalog, interactions, groups)
     requests = [
         BaselineRequest(g.person, g.platform, g.ts, frozenset() if keep_consumed else frozenset(consumed[g.person]))
         for g in groups
@@ -405,6 +408,24 @@ def run_frozen(
         log.info("%s: fitted in %.1fs, ranked %d groups", method.name, fit_s, len(groups))
     result.targets = sum(len(g.targets) for g in groups)
     return result
+
+
+def _cold_pools(catalog: Catalog, interactions: Mapping[str, float], groups: Sequence[_Group]) -> dict[str, Any]:
+    """The pool of every cold target (its platform's items nobody interacted with in the history: the
+    same for all targets of a platform here), and the items nobody interacts with at all."""
+    pools = ColdPools({p: catalog.size(p) for p in catalog.ids})
+    ever: dict[str, set[str]] = defaultdict(set)
+    for item in interactions:
+        platform = catalog.platform_of(item)
+        if platform is not None:
+            pools.interacted(platform, item)
+            ever[platform].add(item)
+    for g in groups:
+        for target in g.targets:
+            if target not in interactions:
+                pools.at_cold_target(g.platform)
+            ever[g.platform].add(target)
+    return pools.summary({p: catalog.size(p) - len(ever[p]) for p in catalog.ids})
 
 
 def _score(
@@ -490,6 +511,7 @@ def evaluate_frozen(
         "catalog_seconds": round(catalog_s, 1),
         "methods": result.info,
         "catalog_sizes": {p: catalog.size(p) for p in sorted(catalog.ids)},
+        "cold_item_pools": result.cold_item_pools,
     }
     protocol = {"name": "frozen", "split": options.split, "keep_consumed": options.keep_consumed,
                 "limit_users": options.limit_users}  # fmt: skip
@@ -571,6 +593,8 @@ def format_frozen(report: dict[str, Any]) -> str:
     s = report["slices"]
     for name in ("cross_platform", "cold_items"):
         table(name, s[name])
+    if pools := describe_pools(report["info"].get("cold_item_pools")):
+        lines += [pools, ""]
     for platform, part in s["per_platform"].items():
         table(f"platform {platform}", part)
     for name, info in report["info"]["methods"].items():

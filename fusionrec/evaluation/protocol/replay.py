@@ -37,6 +37,7 @@ from fusionrec.contracts import BehaviorEvent, IdentityLink
 from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
+from fusionrec.evaluation.cold import ColdPools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
 from fusionrec.fusion import event_weight
 from fusionrec.policy.ranker import PolicyRanker
@@ -110,6 +111,7 @@ def replay(
     result = ReplayResult(dataset="")
     states = DictStates()
     seen_items: set[str] = set()  # items anyone interacted with, as learned so far
+    pools = ColdPools({p: rec.store.live(p) for p in rec.store.platforms})
     linked: set[tuple[str, str]] = set()
     group_of: dict[tuple[str, float], list[int]] = defaultdict(list)
     for n, de in enumerate(events):
@@ -152,6 +154,7 @@ def replay(
             for b in baselines:
                 b.learn(person, e.item_id, e.ts, positive)
             seen_items.add(e.item_id)
+            pools.interacted(e.platform, e.item_id)
             interactions[e.item_id] += 1.0
         nonlocal n_interactions
         n_interactions += len(batch) - len(bad)
@@ -198,6 +201,7 @@ def replay(
                     names.append("cross_platform")
                 if t.item_id not in seen_items:
                     names.append("cold_items")
+                    pools.at_cold_target(platform)
                 result.targets += 1
                 for name in names:
                     result.slice_platforms[name].add(platform)
@@ -240,6 +244,14 @@ def replay(
     learn(pending_history)
     result.seconds = time.perf_counter() - start
     result.info["rejected"] = dict(rejected)
+    # what nobody interacted with in the whole replay (targets included) stayed in every pool as a distractor
+    live = {p: rec.store.live(p) for p in rec.store.platforms}
+    seen_per_platform: dict[str, int] = defaultdict(int)
+    for item in seen_items:
+        platform = rec.store.platform_of(item)
+        if platform is not None:
+            seen_per_platform[platform] += 1
+    result.info["cold_item_pools"] = pools.summary({p: n - seen_per_platform[p] for p, n in live.items()})
     gc.collect()
     return result
 
