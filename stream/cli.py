@@ -152,18 +152,23 @@ def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
 
     from fusionrec.evaluation.sasrec import SASRecConfig
 
-    types = {f.name: f.type for f in fields(SASRecConfig)}
-    parse = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    kinds = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    parsers = {f.name: kinds[str(f.type)] for f in fields(SASRecConfig) if str(f.type) in kinds}
+    return name_value_params(pairs, "--sasrec-param", parsers)
+
+
+def name_value_params(pairs: Sequence[str], flag: str, parsers: dict[str, Any]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs of ``flag``, each value parsed by its name's parser; a ConfigError names
+    the valid names or the value that does not parse."""
     out: dict[str, Any] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        kind = str(types.get(name, ""))
-        if kind not in parse or not value:
-            raise ConfigError(f"--sasrec-param takes NAME=VALUE with NAME one of {', '.join(types)}; got {pair!r}")
+        if name not in parsers or not value:
+            raise ConfigError(f"{flag} takes NAME=VALUE with NAME one of {', '.join(parsers)}; got {pair!r}")
         try:
-            out[name] = parse[kind](value)
+            out[name] = parsers[name](value)
         except ValueError as exc:
-            raise ConfigError(f"--sasrec-param {pair!r}: {exc}") from exc
+            raise ConfigError(f"{flag} {pair!r}: {exc}") from exc
     return out
 
 
@@ -185,16 +190,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
     from fusionrec.evaluation.sasrec import SASRecConfig
     from stream.compose import build_recommender
 
-    baseline = {"popularity_half_life_days": float, "cooccurrence_history": int}
-    others: dict[str, Any] = {}
-    for pair in args.baseline_param:
-        name, _, value = pair.partition("=")
-        if name not in baseline or not value:
-            raise ConfigError(f"--baseline-param takes NAME=VALUE with NAME one of {', '.join(baseline)}; got {pair!r}")
-        try:
-            others[name] = baseline[name](value)
-        except ValueError as exc:
-            raise ConfigError(f"--baseline-param {pair!r}: {exc}") from exc
+    others = name_value_params(args.baseline_param, "--baseline-param", {"popularity_half_life_days": float, "cooccurrence_history": int})
     overrides = sasrec_params(args.sasrec_param)
     if args.sasrec_epochs is not None:
         overrides["epochs"] = args.sasrec_epochs

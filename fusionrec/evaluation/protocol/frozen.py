@@ -26,8 +26,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +41,7 @@ from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.cold import ColdPools, describe_pools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
+from fusionrec.evaluation.protocol.replay import every_core
 from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
 from fusionrec.items import ItemStore as Catalog
 from fusionrec.protocols import TextEncoderT
@@ -276,19 +276,6 @@ def limit_users(events: list[DatasetEvent], n: int | None) -> list[DatasetEvent]
             break
         keep.add(de.event.user_id)
     return [de for de in events if de.event.user_id in keep]
-
-
-@contextmanager
-def every_core() -> Iterator[None]:
-    """Torch on every core for the encoder (the caller runs under ``nice`` on a shared machine)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def default_encoder(cfg: Config) -> TextEncoderT:
