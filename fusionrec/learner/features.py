@@ -7,7 +7,7 @@ where ``H`` holds the weights of the last item, of the recent window and of the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -61,15 +61,27 @@ def seq_weights(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> sp.csr_m
     return sp.csr_matrix((vals, (rows, cols)), shape=(3 * m, model.n), dtype=np.float32)
 
 
-def _blocks(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
-    """``(last, window, knn)`` co-occurrence sums, each ``(M, n)`` sparse, ``log1p`` already applied
-    (``knn`` normalised by ``1/√c_i`` first)."""
+def _feature_parts(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, I64, F32]]:
+    """Per co-occurrence feature (last, window, knn): ``(feature, indptr, columns, values)`` of its
+    ``(M, n)`` CSR block, ``log1p`` already applied (``knn`` normalised by ``1/√c_i`` first); one sparse
+    product for the three, read in place rather than sliced into matrices."""
     m = len(seqs)
     f = model.cooc_times(seq_weights(model, seqs))
-    last, window, knn = f[:m], f[m : 2 * m], f[2 * m :]
-    knn.data *= model.inv_count[knn.indices]
-    for block in (last, window, knn):
-        np.log1p(block.data, out=block.data)
+    for feature, lo in ((COOC_LAST, 0), (COOC_WINDOW, m), (COOC_KNN, 2 * m)):
+        indptr = f.indptr[lo : lo + m + 1]
+        start, stop = indptr[0], indptr[-1]
+        cols = f.indices[start:stop]
+        values = f.data[start:stop].astype(np.float32)
+        if feature == COOC_KNN:
+            values *= model.inv_count[cols]
+        np.log1p(values, out=values)
+        yield feature, indptr - start, cols, values
+
+
+def _blocks(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """``(last, window, knn)`` co-occurrence sums, each ``(M, n)`` sparse, ``log1p`` already applied."""
+    shape = (len(seqs), model.n)
+    last, window, knn = (sp.csr_matrix((v, c, p), shape=shape) for _, p, c, v in _feature_parts(model, seqs))
     return last, window, knn
 
 
@@ -85,23 +97,12 @@ def add_cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]], scores:
     """``scores[r, column[i]] +=`` what :func:`cooc_scores` gives request ``r`` and item ``i`` (items whose
     ``column`` is -1 are skipped), scattered feature by feature straight into the dense block: no summed
     sparse matrix is built (its additions cost more than the product)."""
-    m = len(seqs)
-    f = model.cooc_times(seq_weights(model, seqs))
     w = model.weights
-    for feature, lo in ((COOC_LAST, 0), (COOC_WINDOW, m), (COOC_KNN, 2 * m)):
-        start, stop = f.indptr[lo], f.indptr[lo + m]
-        if start == stop:
-            continue
-        cols = f.indices[start:stop]
-        values = f.data[start:stop].astype(np.float32)
-        if feature == COOC_KNN:
-            values *= model.inv_count[cols]
-        np.log1p(values, out=values)
-        values *= np.float32(w[feature])
+    for feature, indptr, cols, values in _feature_parts(model, seqs):
         at = column[cols]
         ok = at >= 0
-        rows = np.repeat(np.arange(m), np.diff(f.indptr[lo : lo + m + 1]))
-        scores[rows[ok], at[ok]] += values[ok]  # (request, item) pairs are unique within one feature
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        scores[rows[ok], at[ok]] += np.float32(w[feature]) * values[ok]  # (request, item) unique per feature
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
