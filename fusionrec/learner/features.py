@@ -98,11 +98,14 @@ def add_cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]], scores:
     ``column`` is -1 are skipped), scattered feature by feature straight into the dense block: no summed
     sparse matrix is built (its additions cost more than the product)."""
     w = model.weights
+    flat = scores.view()
+    flat.shape = (-1,)  # a view (raises if ``scores`` is not contiguous): one flat index costs less than a (row, column) pair
+    width = scores.shape[1]
     for feature, indptr, cols, values in _feature_parts(model, seqs):
         at = column[cols]
         ok = at >= 0
-        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        scores[rows[ok], at[ok]] += np.float32(w[feature]) * values[ok]  # (request, item) unique per feature
+        at += np.repeat(np.arange(0, width * (len(indptr) - 1), width), np.diff(indptr))
+        flat[at[ok]] += np.float32(w[feature]) * values[ok]  # (request, item) unique per feature
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
