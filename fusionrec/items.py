@@ -102,6 +102,7 @@ class ItemStore:
         self.platforms: dict[str, PlatformItems] = {}
         self._where: dict[str, str] = {}  # live item id -> platform
         self._by_hash: dict[int, tuple[str, int]] = {}  # hash of a live item -> (platform, row)
+        self._rows_by_hash: dict[str, dict[int, int]] = {}  # the same per platform: hash -> row
         self.version = 0
 
     # ------------------------------------------------------------------------------ changes
@@ -121,9 +122,14 @@ class ItemStore:
         for platform, items in groups.items():
             rows = self.platform(platform).put(items, vecs[[last[i] for i in items]])
             hashes = self.platforms[platform].hashes[rows].tolist()
+            rows_by_hash = self._rows_by_hash.setdefault(platform, {})
             for item, row, h in zip(items, rows.tolist(), hashes):
                 self._where[item] = platform
+                before = self._by_hash.get(h)
+                if before is not None and before[0] != platform:  # a hash names one live item, on one platform
+                    self._rows_by_hash[before[0]].pop(h, None)
                 self._by_hash[h] = (platform, row)
+                rows_by_hash[h] = row
         self.version += 1
 
     def delete(self, item_ids: Sequence[str]) -> int:
@@ -131,7 +137,9 @@ class ItemStore:
         groups: dict[str, list[str]] = {}
         for item in present:
             groups.setdefault(self._where.pop(item), []).append(item)
-            self._by_hash.pop(stable_hash(item), None)
+            h = stable_hash(item)
+            if (where := self._by_hash.pop(h, None)) is not None:
+                self._rows_by_hash[where[0]].pop(h, None)
         for platform, items in groups.items():
             self.platforms[platform].drop(items)
         self.version += 1
@@ -168,13 +176,10 @@ class ItemStore:
 
     def rows_of_hashes(self, platform: str, hashes: Sequence[int]) -> list[int]:
         """Rows of the live items of ``platform`` among ``hashes``, in order (others are skipped)."""
-        get = self._by_hash.get
-        out = []
-        for h in hashes:
-            where = get(h)
-            if where is not None and where[0] == platform:
-                out.append(where[1])
-        return out
+        rows = self._rows_by_hash.get(platform)
+        if rows is None:
+            return []
+        return [r for r in map(rows.get, hashes) if r is not None]
 
     def vector(self, item_id: str) -> Vectors | None:
         platform = self._where.get(item_id)

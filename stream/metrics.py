@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -181,7 +181,7 @@ class OnlineRecall:
     def __init__(self, metrics: Metrics, *, max_people: int = 100_000, window: int = 1000) -> None:
         self.metrics = metrics
         self.max_people = max_people
-        self._last: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._last: dict[tuple[str, str], tuple[str, ...]] = {}
         self._window: deque[bool] = deque(maxlen=window)
         self._hits_in_window = 0
 
@@ -201,10 +201,11 @@ class OnlineRecall:
 
     def _score(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
         key = (person, platform)
-        previous = self._last.pop(key, None)
-        self._last[key] = frozenset(recommended[: self.K])
-        if len(self._last) > self.max_people:
-            self._last.popitem(last=False)
+        last = self._last
+        previous = last.pop(key, None)
+        last[key] = tuple(recommended[: self.K])  # ten ids: a tuple scan costs less than building a set
+        if len(last) > self.max_people:
+            del last[next(iter(last))]  # the least recently active (a dict keeps insertion order)
         if previous is None:
             return None
         hit = item_id in previous

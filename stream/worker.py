@@ -75,16 +75,21 @@ class _Outbox:
         self.on_sent: list[tuple[str, int, int, asyncio.Future[Any]]] = []  # (topic, partition, count, future)
         self._counts: dict[tuple[str, int], int] = defaultdict(int)
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+    def put(self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> bool:
+        """Append to the open batch of the partition; False when it is full (then :meth:`add`)."""
         batch = self._open.get((topic, partition))
         if batch is None:
             batch = self._open[(topic, partition)] = self.producer.create_batch()
         if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
-            await self._send(topic, partition)
-            batch = self._open[(topic, partition)] = self.producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
-                raise ValueError(f"a message of {len(value or b'')} bytes does not fit in a batch for {topic}")
+            return False
         self._counts[(topic, partition)] += 1
+        return True
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        if not self.put(topic, partition, key, value, timestamp_ms):
+            await self._send(topic, partition)
+            if not self.put(topic, partition, key, value, timestamp_ms):
+                raise ValueError(f"a message of {len(value or b'')} bytes does not fit in a batch for {topic}")
 
     async def _send(self, topic: str, partition: int) -> None:
         batch = self._open.pop((topic, partition))
@@ -382,7 +387,9 @@ class HotPath:
             env = envelopes[rej.position]
             await self.dead_letter(outbox, DeadLetter(rej.reason, rej.detail, env[2], env[3], env[4], env[1].encode()))
         for person, raw in self.states.take_dirty().items():
-            await outbox.add(self.states.topic, self.partition_of(person), person.encode(), raw)
+            key, partition = person.encode(), self.partition_of(person)
+            if not outbox.put(self.states.topic, partition, key, raw):
+                await outbox.add(self.states.topic, partition, key, raw)
         self.metrics.index_items.set(len(self.rec.store))
         return len(events)
 
@@ -414,7 +421,9 @@ class HotPath:
             }  # fmt: skip
             if o.variant is not None:
                 message["variant"] = o.variant
-            await outbox.add(topic, self.partition_of(o.person_id), o.person_id.encode(), orjson.dumps(message))
+            key, value, partition = o.person_id.encode(), orjson.dumps(message), self.partition_of(o.person_id)
+            if not outbox.put(topic, partition, key, value):  # a coroutine only when the batch is full
+                await outbox.add(topic, partition, key, value)
             published[e.platform] += 1
             variant = o.variant or "none"
             variants[variant] += 1

@@ -94,13 +94,16 @@ class BatchState:
             return []
         idx = np.asarray(rows)
         units = self.unit[idx].astype("<f2")
-        has = self.count[idx] > 0
+        count = self.count[idx]
+        has = (count > 0).tolist()
+        # Python scalars for the whole batch at once: indexing numpy arrays one cell at a time costs more
+        norm, mass, ts, count_l = self.norm[idx].tolist(), self.mass[idx].tolist(), self.ts[idx].tolist(), count.tolist()
         out = []
         for k, i in enumerate(rows):
             profiles = [
-                (name, float(self.norm[i, j]), float(self.mass[i, j]), float(self.ts[i, j]), int(self.count[i, j]), self.recent[i][j], units[k, j].tobytes())
+                (name, norm[k][j], mass[k][j], ts[k][j], count_l[k][j], self.recent[i][j], units[k, j].tobytes())
                 for j, name in enumerate(self.platforms)
-                if has[k, j]
+                if has[k][j]
             ]
             out.append(pack(self.dim, self.last_ts[i], self.events[i], self.consumed[i], self.seq[i], profiles + self.other[i]))
         return out

@@ -206,16 +206,8 @@ class Fuser:
 
     def recent_rows(self, bs: BatchState, i: int) -> list[list[int]]:
         """Per platform, the rows of the person's newest items there, newest first (explanations)."""
-        where = self.store.where_hash
-        out: list[list[int]] = []
-        for j, p in enumerate(self.platforms):
-            rows = []
-            for h in bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]:
-                at = where(h)
-                if at is not None and at[0] == p:
-                    rows.append(at[1])
-            out.append(rows)
-        return out
+        rows_of = self.store.rows_of_hashes
+        return [rows_of(p, bs.recent[i][j][-1 : -EXPLAIN_RECENT - 1 : -1]) for j, p in enumerate(self.platforms)]
 
     def requests(
         self,
