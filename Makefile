@@ -11,7 +11,8 @@ export PYTHONUNBUFFERED := 1
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	@# --no-cache-dir: torch's CUDA wheels are GBs; a second copy in the cache once filled a CI disk
+	$(PY) -m pip install -q --no-cache-dir -c constraints.txt -e '.[test]'
 	$(PY) -c "from stream.kafka_local.broker import fetch_jars; print('kafka jars:', fetch_jars())"
 	touch $@
 

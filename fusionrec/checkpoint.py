@@ -33,7 +33,7 @@ __all__ = ["Checkpoint", "CheckpointStore", "library_versions"]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-LIBRARIES = ("fusionrec", "numpy", "torch", "transformers", "faiss-gpu", "safetensors", "faust-streaming", "aiokafka")
+LIBRARIES = ("fusionrec", "numpy", "torch", "transformers", "faiss-cpu", "safetensors", "faust-streaming", "aiokafka")
 
 
 def library_versions() -> dict[str, str]:

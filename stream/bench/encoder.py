@@ -24,15 +24,21 @@ def item_texts(dataset: str, n: int) -> list[str]:
     return [item_text(i.title, i.text, i.platform, i.categories) for i in itertools.islice(read_items(dataset), n)]
 
 
-def bench_encoder(dataset: str, *, device: str = "cpu", quick: bool = False, n_texts: int | None = None, repeats: int = 2) -> dict[str, Any]:
+def bench_encoder(
+    dataset: str, *, device: str = "cpu", quick: bool = False, n_texts: int | None = None, repeats: int = 2, model_dir: str | None = None
+) -> dict[str, Any]:
+    """``model_dir``: a local model directory (default: ``FUSIONREC_ENCODER_DIR``, else the bundled model)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     from encoder.hf import TextEncoder, default_model_dir
+    from fusionrec.config import load_config
 
-    texts = item_texts(dataset, n_texts or (256 if quick else 2000))
-    ours = TextEncoder(None, device=device, max_length=MAX_LENGTH)
-    ref = SentenceTransformer(str(default_model_dir()), device=device)
+    on_gpu = device.startswith("cuda")
+    texts = item_texts(dataset, n_texts or (256 if quick else 10_000 if on_gpu else 2000))  # a GPU needs more to time
+    model = model_dir or load_config().model.encoder_dir or str(default_model_dir())
+    ours = TextEncoder(model, device=device, max_length=MAX_LENGTH)
+    ref = SentenceTransformer(model, device=device)
     ref.max_seq_length = MAX_LENGTH
 
     def run_ours() -> np.ndarray:
@@ -48,11 +54,11 @@ def bench_encoder(dataset: str, *, device: str = "cpu", quick: bool = False, n_t
     outputs: dict[str, np.ndarray] = {}
     for _ in range(repeats):
         for name, fn in (("ours", run_ours), ("ref", run_ref)):
-            if device.startswith("cuda"):
+            if on_gpu:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             outputs[name] = fn()
-            if device.startswith("cuda"):
+            if on_gpu:
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - start)
     cos = np.sum(outputs["ours"] * outputs["ref"], axis=1)
