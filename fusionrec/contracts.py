@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -342,8 +342,13 @@ def decode_event(
     event_types: Collection[str],
     limits: LimitsConfig,
     now: float,
+    resolve: Callable[[str, str, str | None], str] | None = None,
 ) -> BehaviorEvent:
-    """Decode and validate one behaviour event (stateless checks only)."""
+    """Decode and validate one behaviour event (stateless checks only).
+
+    ``resolve(platform, user_id, person_id)``, when given, names the event's person: the event is built
+    with it as ``person_id`` (one object where a worker would otherwise build a second).
+    """
     obj = _load_object(raw, limits)
     ts = _number(obj, "ts", required=True)
     assert ts is not None
@@ -357,17 +362,15 @@ def decode_event(
     value = _number(obj, "value", required=False)
     if value is not None and abs(value) > MAX_EVENT_VALUE:
         raise ValidationError("bad_value", f"'value' must be within ±{MAX_EVENT_VALUE:g}, got {value:g}")
-    return BehaviorEvent(
-        event_id=_string(obj, "event_id", limits.max_field_chars),  # type: ignore[arg-type]
-        ts=ts,
-        platform=_platform(obj, platforms, limits),
-        user_id=_string(obj, "user_id", limits.max_field_chars),  # type: ignore[arg-type]
-        item_id=_string(obj, "item_id", limits.max_field_chars),  # type: ignore[arg-type]
-        event_type=event_type,  # type: ignore[arg-type]
-        value=value,
-        person_id=_string(obj, "person_id", limits.max_field_chars, required=False),
-        context=_context(obj, limits),
-    )
+    event_id = _string(obj, "event_id", limits.max_field_chars)
+    platform = _platform(obj, platforms, limits)
+    user_id = _string(obj, "user_id", limits.max_field_chars)
+    item_id = _string(obj, "item_id", limits.max_field_chars)
+    person_id = _string(obj, "person_id", limits.max_field_chars, required=False)
+    context = _context(obj, limits)
+    if resolve is not None:
+        person_id = resolve(platform, user_id, person_id)  # type: ignore[arg-type]
+    return BehaviorEvent(event_id, ts, platform, user_id, item_id, event_type, value, person_id, context)  # type: ignore[arg-type]
 
 
 def decode_item(raw: bytes, *, platforms: Collection[str], limits: LimitsConfig) -> ItemUpsert | ItemDelete:

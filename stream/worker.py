@@ -325,11 +325,12 @@ class HotPath:
         platforms, limits = cfg.platforms, cfg.limits
         bundles: dict[int, list[Any]] = defaultdict(list)
         valid: dict[str, int] = defaultdict(int)
-        person_of = self.rec.identity.resolve
+        resolve = self.rec.identity.resolve
+        owned = self.states.owned
         for r in records:
             raw = r.value or b""
             try:
-                event = decode_event(raw, platforms=platforms, event_types=self.event_types, limits=limits, now=now)
+                event = decode_event(raw, platforms=platforms, event_types=self.event_types, limits=limits, now=now, resolve=resolve)
             except ValidationError as exc:
                 await self.dead_letter(outbox, DeadLetter(exc.reason, exc.detail, r.topic, r.partition, r.offset, raw))
                 continue
@@ -338,13 +339,17 @@ class HotPath:
                 await self.dead_letter(outbox, DeadLetter("processing_error", f"{type(exc).__name__}: {exc}"[:500], r.topic, r.partition, r.offset, raw))
                 continue
             valid[event.platform] += 1
-            person = person_of(event.platform, event.user_id, event.person_id)
-            bundles[self.partition_of(person)].append([person, raw.decode(), r.topic, r.partition, r.offset, r.timestamp])
+            person = event.person_id
+            assert person is not None
+            partition = self.partition_of(person)
+            envelope = [person, raw.decode(), r.topic, r.partition, r.offset, r.timestamp]
+            if partition in owned:
+                envelope.append(event)  # decoded once: recommend() takes it as it is
+            bundles[partition].append(envelope)
         for platform, count in valid.items():
             self.metrics.events_total.labels(platform).inc(count)
         topic = cfg.kafka.by_person_topic
         local: list[Any] = []
-        owned = self.states.owned
         for partition, envelopes in bundles.items():
             if partition in owned:
                 local += envelopes
@@ -449,7 +454,11 @@ class HotPath:
 
 
 def _event(env: list[Any]) -> BehaviorEvent:
-    """The event of an envelope (validated by ingest: its fields are trusted here)."""
+    """The event of an envelope (validated by ingest: its fields are trusted here); a local envelope
+    carries it decoded, one that came through the by-person topic as its JSON."""
+    if len(env) == 7:
+        event: BehaviorEvent = env[6]
+        return event
     try:
         obj = orjson.loads(env[1])
         return BehaviorEvent(

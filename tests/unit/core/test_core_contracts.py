@@ -5,6 +5,7 @@ Fuzz volume: ``FUSIONREC_FUZZ_EXAMPLES`` (default 500) examples per property; se
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 import hashlib
 import json
@@ -648,3 +649,22 @@ def test_fuzz_valid_identity_with_replaced_fields(replace: dict[str, Any], drop:
     link = check_decoder(dec_identity, dumps(obj))
     if link is not None:
         assert link == IdentityLink(obj["platform"], obj["user_id"], obj["person_id"])
+
+
+def test_decode_event_names_the_resolved_person_when_given_a_resolver() -> None:
+    from fusionrec.pipeline.resolve import Identity
+
+    ids = Identity()
+    ids.link(IdentityLink("shop", "u1", "alice"))
+    seen: list[tuple[str, str, str | None]] = []
+
+    def resolve(platform: str, user_id: str, person_id: str | None) -> str:
+        seen.append((platform, user_id, person_id))
+        return ids.resolve(platform, user_id, person_id)
+
+    unlinked = decode_event(with_(VALID_EVENT, person_id=...), platforms=PLATFORMS, event_types=EVENT_TYPES, limits=LIMITS, now=NOW, resolve=resolve)
+    explicit = decode_event(with_(VALID_EVENT), platforms=PLATFORMS, event_types=EVENT_TYPES, limits=LIMITS, now=NOW, resolve=resolve)
+    assert unlinked.person_id == "alice" and explicit.person_id == "p1"  # an event's own person wins
+    assert seen == [("shop", "u1", None), ("shop", "u1", "p1")]
+    assert dec_event(with_(VALID_EVENT, person_id=...)).person_id is None  # no resolver: the field as sent
+    assert unlinked == dataclasses.replace(dec_event(with_(VALID_EVENT, person_id=...)), person_id="alice")
