@@ -131,18 +131,19 @@ def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
     return values, cols
 
 
-def _lookup(m: sp.csr_matrix, cols: I64) -> F32:
-    """``m[r, cols[r, c]]`` for every ``(r, c)`` (0 where absent or ``cols`` is -1)."""
-    n = m.shape[1]
-    m.sort_indices()
-    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n + m.indices
-    want = np.arange(cols.shape[0], dtype=np.int64)[:, None] * n + np.maximum(cols, 0)
-    pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-    out = np.zeros(cols.shape, np.float32)
-    if len(keys):
-        hit = (keys[pos] == want) & (cols >= 0)
-        out[hit] = m.data[pos[hit]]
-    return out
+def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64, f: npt.NDArray[np.float64]) -> None:
+    """``f[r, c, feature] =`` the co-occurrence feature of request ``r`` at item ``cols[r, c]`` (0 where
+    none): each feature's part scattered into one dense ``(M, n)`` scratch and read back at ``cols``,
+    which costs less than building a sparse matrix per feature and searching it."""
+    m = len(seqs)
+    scratch = np.zeros(m * model.n, np.float32)
+    valid = (cols >= 0) & (cols < model.n)
+    want = (np.arange(m, dtype=np.int64) * model.n)[:, None] + np.where(valid, cols, 0)
+    for feature, indptr, columns, values in _feature_parts(model, seqs):
+        at = np.repeat(np.arange(0, m * model.n, model.n), np.diff(indptr)) + columns
+        scratch[at] = values  # (request, item) unique per feature
+        f[:, :, feature] = np.where(valid, scratch[want], 0.0)
+        scratch[at] = 0.0
 
 
 def features_at(
@@ -167,8 +168,7 @@ def features_at(
         f[:, 0, j] = np.einsum("md,md->m", pos_v, q)
         f[:, 1:, j] = q @ neg_v.T
     if any(seqs):
-        for j, block in zip((COOC_LAST, COOC_WINDOW, COOC_KNN), _blocks(model, seqs)):
-            f[:, :, j] = _lookup(block, cols)
+        _gather_cooc(model, seqs, cols, f)
     f[:, :, POP_SHORT] = model.pop[0, cols]
     f[:, :, POP_LONG] = model.pop[1, cols]
     new = model.new[cols].astype(np.float64)
