@@ -184,5 +184,8 @@ def _best_rows(scores: F32, k: int) -> npt.NDArray[np.int64]:
     finite = np.flatnonzero(np.isfinite(scores) & (scores > 0))
     if len(finite) == 0 or k <= 0:
         return np.zeros(0, np.int64)
+    if len(finite) > k:  # only rows at or above the k-th best can be among the best k (ties kept, in row order)
+        values = scores[finite]
+        finite = finite[values >= np.partition(values, len(values) - k)[len(values) - k]]
     top = finite[np.argsort(-scores[finite], kind="stable")[:k]]
     return top.astype(np.int64)

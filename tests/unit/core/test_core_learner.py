@@ -391,3 +391,14 @@ def test_the_core_publishes_statistics_every_batch_and_weights_every_publish_eve
     # ...the fitted weights only once 20 events were learned since the last publication (batch 3: 24)
     same = [np.array_equal(a.platforms["shop"].weights, b.platforms["shop"].weights) for a, b in zip(models, models[1:])]
     assert same == [True, True, False, True, True]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from([-np.inf, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, np.inf]), max_size=60), st.integers(0, 25))
+def test_best_rows_are_the_stable_order_of_the_positive_finite_scores(values: list[float], k: int) -> None:
+    from fusionrec.learner import _best_rows
+
+    scores = np.array(values, np.float32)
+    finite = np.flatnonzero(np.isfinite(scores) & (scores > 0))
+    want = finite[np.argsort(-scores[finite], kind="stable")[:k]] if k > 0 else finite[:0]
+    np.testing.assert_array_equal(_best_rows(scores, k), want)  # ties in row order, as a stable sort gives
