@@ -192,20 +192,23 @@ class Updater:
         if positive.any():
             self._test_then_train(contexts, accepted, bs, who, target, rows, ts, vectors, positive)
         self._fold(bs, who, target, ts, weight, vectors)
-        for k, (position, t, row, h) in enumerate(accepted):
-            i = who[k]
-            item = int(self.store.platforms[platforms[t]].hashes[row])
+        hashes = np.empty(n, np.uint64)
+        for t in np.unique(target).tolist():
+            sel = np.flatnonzero(target == t)
+            hashes[sel] = self.store.platforms[platforms[t]].hashes[[rows[s] for s in sel.tolist()]]
+        max_consumed, max_events, consumed = self.params.max_consumed, self.params.max_recent_events, self._consumed
+        for (_, t, row, h), i, item, is_positive, at in zip(accepted, who.tolist(), hashes.tolist(), positive.tolist(), ts.tolist()):
             remember(bs.recent[i][t], item, RECENT_PER_PLATFORM)
-            remember(bs.consumed[i], item, self.params.max_consumed)
-            seen = self._consumed.get((i, t))
+            remember(bs.consumed[i], item, max_consumed)
+            seen = consumed.get((i, t))
             if seen is not None and row not in seen[1]:
                 seen[0].append(row)
                 seen[1].add(row)
-            if positive[k]:
+            if is_positive:
                 remember(bs.seq[i], item, SEQUENCE_LENGTH)
-            remember(bs.events[i], h, self.params.max_recent_events)
-            if ts[k] > bs.last_ts[i]:
-                bs.last_ts[i] = float(ts[k])
+            remember(bs.events[i], h, max_events)
+            if at > bs.last_ts[i]:
+                bs.last_ts[i] = at
 
     def _test_then_train(
         self,
