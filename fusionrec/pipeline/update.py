@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -273,21 +274,24 @@ class Updater:
         self._positives = []
 
     def _fold(self, bs: BatchState, who: npt.NDArray[np.int64], target: npt.NDArray[np.int64], ts: npt.NDArray[np.float64], weight: npt.NDArray[np.float64], vectors: F32) -> None:
-        """``vec = vec·decay + w·v`` for every event of the wave, stored as float16 direction × float32 length."""
-        prev_ts = bs.ts[who, target]
-        dt = ts - prev_ts
-        with np.errstate(over="ignore", invalid="ignore"):
-            k = np.where(dt > 0, 0.5 ** (np.where(dt > 0, dt, 0.0) / self.params.half_life_s), 1.0)
-        old = bs.unit[who, target] * bs.norm[who, target].astype(np.float32)[:, None]
-        vec = old * k.astype(np.float32)[:, None] + weight.astype(np.float32)[:, None] * vectors
+        """``vec = vec·decay + w·v`` for every event of the wave, stored as float16 direction × float32 length.
+
+        The cells ``(person, platform)`` are addressed by one flat index into views of the columns: a
+        wave is often a handful of events (one per person), where numpy's per-call cost is the cost."""
+        cell = who * bs.norm.shape[1] + target
+        units, norms, masses, times, counts = (_flat(a) for a in (bs.unit, bs.norm, bs.mass, bs.ts, bs.count))
+        prev_ts = times[cell]
+        k = 0.5 ** (np.maximum(ts - prev_ts, 0.0) / self.params.half_life_s)  # 1 unless the event is later
+        vec = units[cell] * norms[cell].astype(np.float32)[:, None]
+        vec *= k.astype(np.float32)[:, None]
+        vec += weight.astype(np.float32)[:, None] * vectors
         norm = np.sqrt(np.einsum("wd,wd->w", vec, vec)).astype(np.float32)
-        safe = np.where(norm > 0, norm, np.float32(1.0))
-        unit = np.where(norm[:, None] > 0, vec / safe[:, None], 0.0).astype(np.float16).astype(np.float32)
-        bs.unit[who, target] = unit
-        bs.norm[who, target] = norm
-        bs.mass[who, target] = bs.mass[who, target] * k + np.abs(weight)
-        bs.ts[who, target] = np.maximum(prev_ts, ts)
-        bs.count[who, target] += 1
+        positive = norm > 0
+        units[cell] = np.where(positive[:, None], vec / np.where(positive, norm, np.float32(1.0))[:, None], 0.0).astype(np.float16).astype(np.float32)
+        norms[cell] = norm
+        masses[cell] = masses[cell] * k + np.abs(weight)
+        times[cell] = np.maximum(prev_ts, ts)
+        counts[cell] += 1
 
     # ------------------------------------------------------------------------------ snapshots
 
@@ -341,3 +345,10 @@ class Updater:
             bs, Moment.concat(snaps.moments), np.concatenate(snaps.x), snaps.seqs, snaps.recent, snaps.event_ids, snaps.touched,
             snaps.consumed, np.concatenate(snaps.fallback),
         )  # fmt: skip
+
+
+def _flat(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A view of ``a`` with its first two axes as one (raises rather than copy: writes must land in ``a``)."""
+    view = a.view()
+    view.shape = (a.shape[0] * a.shape[1], *a.shape[2:])
+    return view
