@@ -70,6 +70,33 @@ class _Positives:
 
 
 @dataclass
+class _Consumed:
+    """One person's consumed rows of one platform during a batch: they only grow (an item dropped from
+    the bounded hash list stays consumed until the batch ends), so the sorted array a snapshot takes is
+    the previous one with the new rows inserted — one small copy where a person has many events in the
+    batch and a long history (MovieLens: up to 1,000 rows, rebuilt and sorted at every event before)."""
+
+    rows: list[int]
+    members: set[int]
+    _sorted: npt.NDArray[np.int64] | None = None
+
+    def sorted_rows(self) -> npt.NDArray[np.int64]:
+        """Every row so far, sorted; a new array whenever rows were added (snapshots keep the old one)."""
+        done = self._sorted
+        if done is not None and len(done) == len(self.rows):
+            return done
+        if done is not None and len(done) == len(self.rows) - 1:
+            row = self.rows[-1]
+            at = int(done.searchsorted(row))
+            done = np.concatenate((done[:at], np.array([row], np.int64), done[at:]))
+        else:
+            done = np.array(self.rows, np.int64)
+            done.sort()
+        self._sorted = done
+        return done
+
+
+@dataclass
 class _Snapshots:
     """Everything a request needs that later waves would change, captured wave by wave; the fusion
     itself (array math with a fixed cost per call) is done once for the whole batch."""
@@ -114,7 +141,7 @@ class Updater:
         """Returns the rejections, the rows of ``bs`` that changed, the requests and whom they answer."""
         rejections: list[Rejection] = []
         dirty: set[int] = set()
-        self._consumed: dict[tuple[int, int], tuple[list[int], set[int]]] = {}
+        self._consumed: dict[tuple[int, int], _Consumed] = {}
         self._positives: list[_Positives] = []
         snaps = _Snapshots([], [], [], [], [], [], [], [])
         answer = Answer([], [])
@@ -183,10 +210,12 @@ class Updater:
         rows = [r for _, _, r, _ in accepted]
         ts = np.fromiter((events[p].ts for p, *_ in accepted), np.float64, n)
         weight = np.fromiter((event_weight(events[p].event_type, events[p].value, self.event_weights) for p, *_ in accepted), np.float64, n)
+        by_platform: dict[int, list[int]] = {}
+        for k, (_, t, _, _) in enumerate(accepted):
+            by_platform.setdefault(t, []).append(k)
         vectors = np.empty((n, self.store.dim), np.float32)
-        for t in np.unique(target).tolist():
-            sel = np.flatnonzero(target == t)
-            vectors[sel] = self.store.platforms[platforms[t]].vectors[[rows[s] for s in sel.tolist()]]
+        for t, sel in by_platform.items():
+            vectors[sel] = self.store.platforms[platforms[t]].vectors[[rows[s] for s in sel]]
         positive = weight > 0
         for k in np.flatnonzero(~positive).tolist():
             self.learner.observe(platforms[int(target[k])], rows[k], float(ts[k]), False, [], None)
@@ -194,17 +223,16 @@ class Updater:
             self._test_then_train(contexts, accepted, bs, who, target, rows, ts, vectors, positive)
         self._fold(bs, who, target, ts, weight, vectors)
         hashes = np.empty(n, np.uint64)
-        for t in np.unique(target).tolist():
-            sel = np.flatnonzero(target == t)
-            hashes[sel] = self.store.platforms[platforms[t]].hashes[[rows[s] for s in sel.tolist()]]
+        for t, sel in by_platform.items():
+            hashes[sel] = self.store.platforms[platforms[t]].hashes[[rows[s] for s in sel]]
         max_consumed, max_events, consumed = self.params.max_consumed, self.params.max_recent_events, self._consumed
         for (_, t, row, h), i, item, is_positive, at in zip(accepted, who.tolist(), hashes.tolist(), positive.tolist(), ts.tolist()):
             remember(bs.recent[i][t], item, RECENT_PER_PLATFORM)
             remember(bs.consumed[i], item, max_consumed)
             seen = consumed.get((i, t))
-            if seen is not None and row not in seen[1]:
-                seen[0].append(row)
-                seen[1].add(row)
+            if seen is not None and row not in seen.members:
+                seen.rows.append(row)
+                seen.members.add(row)
             if is_positive:
                 remember(bs.seq[i], item, SEQUENCE_LENGTH)
             remember(bs.events[i], h, max_events)
@@ -301,10 +329,8 @@ class Updater:
         entry = self._consumed.get((i, t))
         if entry is None:
             rows = self.store.rows_of_hashes(self.fuser.platforms[t], bs.consumed[i])
-            entry = self._consumed[(i, t)] = (rows, set(rows))
-        out = np.array(entry[0], np.int64)
-        out.sort()
-        return out
+            entry = self._consumed[(i, t)] = _Consumed(rows, set(rows))
+        return entry.sorted_rows()
 
     def _snapshot(
         self,
