@@ -1,7 +1,7 @@
-"""Pure stages of the hot path (``fusionrec.pipeline.choose``): consumed candidates are masked with one
-sorted join, the best M are kept best first, and the new-item slot is filled as the policy says
-(the cases and invariants of the new-item slot, on the core's own
-implementation)."""
+"""Pure stages of the hot path: consumed candidates are masked with one sorted join, the best M are
+kept best first, and the new-item slot is filled as the policy says (``fusionrec.pipeline.choose``: the
+cases and invariants of the new-item slot, on the core's own implementation); a person's consumed
+rows stay sorted as a batch adds to them (``pipeline.update``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fusionrec.pipeline.candidates import Candidates
 from fusionrec.pipeline.choose import Chosen, _place_new_items, best_m, mask_consumed
+from fusionrec.pipeline.update import _Consumed
 from fusionrec.policy.exploration import NoExploration
 from fusionrec.policy.ranker import Arm
 
@@ -192,3 +193,24 @@ def test_slot_invariants(n_items: int, new_flags: list[bool], excluded: list[boo
     if placed is None:
         assert got == picks
     assert explored == [n == placed for n in got]  # only the placed item is marked explored
+
+
+# ------------------------------------------------------------------------- consumed rows in a batch
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=15), st.lists(st.lists(st.integers(0, 60), max_size=3), max_size=12))
+def test_consumed_rows_stay_sorted_as_a_batch_adds_to_them(start: list[int], waves: list[list[int]]) -> None:
+    """Each snapshot sees every row added so far, sorted, whatever the order they came in; an array
+    handed out earlier never changes (requests of earlier events hold it)."""
+    start = list(dict.fromkeys(start))
+    entry = _Consumed(list(start), set(start))
+    taken: list[tuple[np.ndarray, list[int]]] = [(entry.sorted_rows(), sorted(start))]
+    for added in waves:
+        for row in added:
+            if row not in entry.members:  # as the updater adds them: each row once
+                entry.rows.append(row)
+                entry.members.add(row)
+        taken.append((entry.sorted_rows(), sorted(entry.rows)))
+    for got, want in taken:
+        assert got.dtype == np.int64 and got.tolist() == want
