@@ -11,6 +11,7 @@ another dimension (the model changed) is dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,7 @@ class BatchState:
         self.ts = np.full((n, p), -np.inf)
         self.count = np.zeros((n, p), np.int64)
         self.dropped = 0  # profiles of another encoder dimension, left out
+        self._cells: tuple[F32, F64, F64, F64, npt.NDArray[np.int64]] | None = None
         self._load(raws)
 
     def _load(self, raws: Sequence[bytes | None]) -> None:
@@ -83,6 +85,14 @@ class BatchState:
             self.norm[ii, jj], self.mass[ii, jj], self.ts[ii, jj] = cols[:, 0], cols[:, 1], cols[:, 2]
             self.count[ii, jj] = cols[:, 3].astype(np.int64)
 
+    def cells(self) -> tuple[F32, F64, F64, F64, npt.NDArray[np.int64]]:
+        """Views of ``(unit, norm, mass, ts, count)`` with ``(person, platform)`` as one flat cell index
+        ``i·P + j`` (made once per batch: a wave of a few events pays numpy's per-call cost for each)."""
+        if self._cells is None:
+            self._cells = tuple(_flat(a) for a in (self.unit, self.norm, self.mass, self.ts, self.count))  # type: ignore[assignment]
+        assert self._cells is not None
+        return self._cells
+
     @property
     def has(self) -> npt.NDArray[np.bool_]:
         """``(n, P)``: the profile exists (some event was folded in)."""
@@ -107,3 +117,10 @@ class BatchState:
             ]
             out.append(pack(self.dim, self.last_ts[i], self.events[i], self.consumed[i], self.seq[i], profiles + self.other[i]))
         return out
+
+
+def _flat(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A view of ``a`` with its first two axes as one (raises rather than copy: writes must land in ``a``)."""
+    view = a.view()
+    view.shape = (a.shape[0] * a.shape[1], *a.shape[2:])
+    return view

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -307,7 +306,7 @@ class Updater:
         The cells ``(person, platform)`` are addressed by one flat index into views of the columns: a
         wave is often a handful of events (one per person), where numpy's per-call cost is the cost."""
         cell = who * bs.norm.shape[1] + target
-        units, norms, masses, times, counts = (_flat(a) for a in (bs.unit, bs.norm, bs.mass, bs.ts, bs.count))
+        units, norms, masses, times, counts = bs.cells()
         prev_ts = times[cell]
         k = 0.5 ** (np.maximum(ts - prev_ts, 0.0) / self.params.half_life_s)  # 1 unless the event is later
         vec = units[cell] * norms[cell].astype(np.float32)[:, None]
@@ -372,9 +371,3 @@ class Updater:
             snaps.consumed, np.concatenate(snaps.fallback),
         )  # fmt: skip
 
-
-def _flat(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A view of ``a`` with its first two axes as one (raises rather than copy: writes must land in ``a``)."""
-    view = a.view()
-    view.shape = (a.shape[0] * a.shape[1], *a.shape[2:])
-    return view
