@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from fusionrec.learner import cooc_kernel
+
 from fusionrec.learner.model import (
     COOC_KNN,
     COOC_LAST,
@@ -95,17 +97,12 @@ def cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> sp.csr_m
 
 def add_cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]], scores: F32, column: I64) -> None:
     """``scores[r, column[i]] +=`` what :func:`cooc_scores` gives request ``r`` and item ``i`` (items whose
-    ``column`` is -1 are skipped), scattered feature by feature straight into the dense block: no summed
-    sparse matrix is built (its additions cost more than the product)."""
+    ``column`` is -1 are skipped), feature by feature, by the compiled loop of
+    :mod:`~fusionrec.learner.cooc_kernel`: no sparse product is built (building, slicing and scattering
+    it cost more than the sums)."""
     w = model.weights
-    flat = scores.view()
-    flat.shape = (-1,)  # a view (raises if ``scores`` is not contiguous): one flat index costs less than a (row, column) pair
-    width = scores.shape[1]
-    for feature, indptr, cols, values in _feature_parts(model, seqs):
-        at = column[cols]
-        ok = at >= 0
-        at += np.repeat(np.arange(0, width * (len(indptr) - 1), width), np.diff(indptr))
-        flat[at[ok]] += np.float32(w[feature]) * values[ok]  # (request, item) unique per feature
+    for feature, starts, counts, idx, values in _sums(model, seqs):
+        cooc_kernel.add_sums(starts, counts, idx, values, column, np.float32(w[feature]), scores)
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
@@ -133,17 +130,63 @@ def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
 
 def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64, f: npt.NDArray[np.float64]) -> None:
     """``f[r, c, feature] =`` the co-occurrence feature of request ``r`` at item ``cols[r, c]`` (0 where
-    none): each feature's part scattered into one dense ``(M, n)`` scratch and read back at ``cols``,
-    which costs less than building a sparse matrix per feature and searching it."""
+    none), by the compiled loop of :mod:`~fusionrec.learner.cooc_kernel`."""
+    out = np.zeros(f.shape, np.float32)
+    acc, mark = np.zeros(max(model.n, 1), np.float32), np.zeros(max(model.n, 1), bool)
+    for feature, starts, counts, idx, values in _sums(model, seqs):
+        cooc_kernel.gather_sums(starts, counts, idx, values, cols, feature, out, acc, mark)
+        f[:, :, feature] = out[:, :, feature]
+
+
+def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, I64, I64, F32]]:
+    """Per co-occurrence feature: ``(feature, starts, counts, items, log1p values)`` of every request's
+    non-zero entries (compiled sums, then numpy's ``log1p`` over all of them at once)."""
+    acc, mark, touched = _scratch(model.n)
+    b_ptr, _, _, r_ptr, _, _ = parts = model.cooc_parts
+    for feature, items, weights, scaled in _feature_inputs(model, seqs):
+        at = np.maximum(items, 0)
+        held = np.where(items >= 0, b_ptr[at + 1] - b_ptr[at] + r_ptr[at + 1] - r_ptr[at], 0).sum(axis=1)
+        room = np.minimum(held, model.n)
+        starts = np.zeros(len(room), np.int64)
+        np.cumsum(room[:-1], out=starts[1:])
+        total = int(starts[-1] + room[-1]) if len(room) else 0
+        counts = np.zeros(len(room), np.int64)
+        idx = np.empty(total, np.int64)
+        values = np.zeros(total, np.float32)
+        cooc_kernel.feature_sums(items, weights, *parts, model.inv_count, scaled, starts, counts, idx, values, acc, mark, touched)
+        np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
+        yield feature, starts, counts, idx, values
+
+
+def _scratch(n: int) -> tuple[F32, npt.NDArray[np.bool_], I64]:
+    """The kernels' per-item scratch: sums, touched flags, touched list (left zero / False)."""
+    return np.zeros(max(n, 1), np.float32), np.zeros(max(n, 1), bool), np.empty(max(n, 1), np.int64)
+
+
+def _feature_inputs(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, F32, bool]]:
+    """Per co-occurrence feature: ``(feature, items (M, L), weights (M, L), scaled)`` — the last item with
+    weight 1, the window with ``1/(k+1)/√n_j``, the whole sequence with ``1/√n_j`` (``k`` counts back
+    from the newest item; -1 pads), its sums scaled by ``1/√c_i`` (``model.inv_count``) for the item-kNN
+    feature — the rows of :func:`seq_weights`, as arrays."""
     m = len(seqs)
-    scratch = np.zeros(m * model.n, np.float32)
-    valid = (cols >= 0) & (cols < model.n)
-    want = (np.arange(m, dtype=np.int64) * model.n)[:, None] + np.where(valid, cols, 0)
-    for feature, indptr, columns, values in _feature_parts(model, seqs):
-        at = np.repeat(np.arange(0, m * model.n, model.n), np.diff(indptr)) + columns
-        scratch[at] = values  # (request, item) unique per feature
-        f[:, :, feature] = np.where(valid, scratch[want], 0.0)
-        scratch[at] = 0.0
+    pad = np.full((m, KNN_HISTORY), -1, np.int64)
+    for b, seq in enumerate(seqs):
+        if seq:
+            tail = seq[-KNN_HISTORY:][::-1]
+            pad[b, : len(tail)] = tail
+    pad[pad >= model.n] = -1
+    norm = np.where(pad >= 0, model.src_norm[np.maximum(pad, 0)] if model.n else np.float32(0.0), np.float32(0.0)).astype(np.float32)
+    window = (norm[:, :SEQ_FEATURE] / np.arange(1, SEQ_FEATURE + 1, dtype=np.float32)).astype(np.float32)
+    yield COOC_LAST, np.ascontiguousarray(pad[:, :1]), np.ones((m, 1), np.float32), False
+    yield COOC_WINDOW, *_by_row(pad[:, :SEQ_FEATURE], window), False
+    yield COOC_KNN, *_by_row(pad, norm), True
+
+
+def _by_row(items: I64, weights: F32) -> tuple[I64, F32]:
+    """Each request's items in increasing row order (padding last), as the sparse product summed them:
+    the same float32 sums, to the bit."""
+    order = np.argsort(np.where(items >= 0, items, np.iinfo(np.int64).max), axis=1, kind="stable")
+    return np.take_along_axis(items, order, axis=1), np.take_along_axis(weights, order, axis=1)
 
 
 def features_at(

@@ -101,6 +101,15 @@ class PlatformModel:
         return both @ self._cooc_stacked
 
     @cached_property
+    def cooc_parts(self) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.integer], F32, npt.NDArray[np.integer], npt.NDArray[np.integer], F32]:
+        """``(indptr, indices, data)`` of ``cooc_base`` then of ``cooc_recent``: what the compiled
+        co-occurrence loops read (``learner.cooc_kernel``)."""
+        parts = []
+        for m in (self.cooc_base, self.cooc_recent):
+            parts += [m.indptr, m.indices, m.data.astype(np.float32, copy=False)]
+        return tuple(parts)  # type: ignore[return-value]
+
+    @cached_property
     def _cooc_stacked(self) -> sp.csr_matrix:
         return sp.vstack([self.cooc_base, self.cooc_recent], format="csr")
 
