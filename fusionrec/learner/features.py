@@ -1,8 +1,12 @@
 """Feature computation shared by ranking and training, vectorised over a batch of requests.
 
 Co-occurrence features read rows of the published co-occurrence matrix for each request's recent
-items of the target platform (``seqs``, rows, oldest first): one sparse product ``H @ C`` per batch,
-where ``H`` holds the weights of the last item, of the recent window and of the whole sequence.
+items of the target platform (``seqs``, rows, oldest first): ``H @ C``, where ``H`` holds the weights of
+the last item, of the recent window and of the whole sequence.  The exact search and training sum it
+by the compiled loops of :mod:`~fusionrec.learner.cooc_kernel` (:func:`add_cooc_scores`,
+:func:`features_at`); the IVF path, which needs each request's best co-occurring items as a sparse
+matrix, and the exhaustive reference take the sparse product (:func:`cooc_scores`).  Both give the
+same feature values, to the bit.
 """
 
 from __future__ import annotations
