@@ -219,14 +219,16 @@ class Fuser:
         event_ids: list[str],
         touched: list[str],
         consumed: list[I64],
-        fallback: F32 | None,
+        fallback: Sequence[str] | None,
     ) -> RequestBatch:
-        """The requests of the moments ``m`` (copied as each event left its person).  ``fallback``
-        ``(W, d)`` stands in for a person with no profile yet; without it such a request has ``known``
-        False."""
+        """The requests of the moments ``m`` (copied as each event left its person).  The vector of the
+        item ``fallback[w]`` stands in for a person with no profile yet (looked up for those alone);
+        without ``fallback`` such a request has ``known`` False."""
         fused, ok, own, last, weights, present = self.vectors(m, x, seqs)
         if fallback is not None:
-            fused[~ok] = fallback[~ok]
+            missing = np.flatnonzero(~ok).tolist()
+            if missing:
+                fused[missing] = self.store.vectors_of([fallback[w] for w in missing])
             known = np.ones(len(m), bool)
         else:
             known = ok

@@ -107,7 +107,6 @@ class _Snapshots:
     consumed: list[npt.NDArray[np.int64]]
     event_ids: list[str]
     touched: list[str]
-    fallback: list[F32]
 
 
 class Updater:
@@ -142,7 +141,7 @@ class Updater:
         dirty: set[int] = set()
         self._consumed: dict[tuple[int, int], _Consumed] = {}
         self._positives: list[_Positives] = []
-        snaps = _Snapshots([], [], [], [], [], [], [], [])
+        snaps = _Snapshots([], [], [], [], [], [], [])
         answer = Answer([], [])
         waves: list[list[int]] = []
         seen: dict[str, int] = {}
@@ -359,7 +358,6 @@ class Updater:
             snaps.consumed.append(self._consumed_now(bs, i, t))
         snaps.event_ids += [events[p].event_id for p in positions]
         snaps.touched += [events[p].item_id for p in positions]
-        snaps.fallback.append(self.store.vectors_of([events[p].item_id for p in positions]))
         answer.positions += positions
         answer.replayed += [False] * len(accepted) + [True] * len(answered)
 
@@ -368,6 +366,6 @@ class Updater:
             return RequestBatch.empty(len(self.fuser.platforms), self.store.dim)
         return self.fuser.requests(
             bs, Moment.concat(snaps.moments), np.concatenate(snaps.x), snaps.seqs, snaps.recent, snaps.event_ids, snaps.touched,
-            snaps.consumed, np.concatenate(snaps.fallback),
+            snaps.consumed, snaps.touched,
         )  # fmt: skip
 
