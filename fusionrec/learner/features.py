@@ -46,16 +46,24 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 
-def seq_weights(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> sp.csr_matrix:
-    """``(3M, n)``: rows ``[0, M)`` pick the last item, ``[M, 2M)`` weigh the window (``1/(k+1)/√n_j``),
-    ``[2M, 3M)`` the whole sequence (``1/√n_j``); ``k`` counts back from the newest item."""
-    m = len(seqs)
-    pad = np.full((m, KNN_HISTORY), -1, np.int64)
+def _newest_known(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> I64:
+    """``(M, KNN_HISTORY)``: each request's newest items first, -1 where it has fewer or the published
+    model does not know the row yet."""
+    pad = np.full((len(seqs), KNN_HISTORY), -1, np.int64)
     for b, seq in enumerate(seqs):
         if seq:
             tail = seq[-KNN_HISTORY:][::-1]
             pad[b, : len(tail)] = tail
-    ok = (pad >= 0) & (pad < model.n)
+    pad[pad >= model.n] = -1
+    return pad
+
+
+def seq_weights(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> sp.csr_matrix:
+    """``(3M, n)``: rows ``[0, M)`` pick the last item, ``[M, 2M)`` weigh the window (``1/(k+1)/√n_j``),
+    ``[2M, 3M)`` the whole sequence (``1/√n_j``); ``k`` counts back from the newest item."""
+    m = len(seqs)
+    pad = _newest_known(model, seqs)
+    ok = pad >= 0
     b, k = np.nonzero(ok)
     j = pad[b, k]
     norm = model.src_norm[j]
@@ -173,12 +181,7 @@ def _feature_inputs(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iter
     from the newest item; -1 pads), its sums scaled by ``1/√c_i`` (``model.inv_count``) for the item-kNN
     feature — the rows of :func:`seq_weights`, as arrays."""
     m = len(seqs)
-    pad = np.full((m, KNN_HISTORY), -1, np.int64)
-    for b, seq in enumerate(seqs):
-        if seq:
-            tail = seq[-KNN_HISTORY:][::-1]
-            pad[b, : len(tail)] = tail
-    pad[pad >= model.n] = -1
+    pad = _newest_known(model, seqs)
     norm = np.where(pad >= 0, model.src_norm[np.maximum(pad, 0)] if model.n else np.float32(0.0), np.float32(0.0)).astype(np.float32)
     window = (norm[:, :SEQ_FEATURE] / np.arange(1, SEQ_FEATURE + 1, dtype=np.float32)).astype(np.float32)
     yield COOC_LAST, np.ascontiguousarray(pad[:, :1]), np.ones((m, 1), np.float32), False
