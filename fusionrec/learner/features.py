@@ -18,7 +18,6 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from fusionrec.learner import cooc_kernel
-
 from fusionrec.learner.model import (
     COOC_KNN,
     COOC_LAST,

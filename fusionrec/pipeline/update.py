@@ -212,17 +212,17 @@ class Updater:
         for k, (_, t, _, _) in enumerate(accepted):
             by_platform.setdefault(t, []).append(k)
         vectors = np.empty((n, self.store.dim), np.float32)
+        hashes = np.empty(n, np.uint64)
         for t, sel in by_platform.items():
-            vectors[sel] = self.store.platforms[platforms[t]].vectors[[rows[s] for s in sel]]
+            items, at_rows = self.store.platforms[platforms[t]], [rows[s] for s in sel]
+            vectors[sel] = items.vectors[at_rows]
+            hashes[sel] = items.hashes[at_rows]
         positive = weight > 0
         for k in np.flatnonzero(~positive).tolist():
             self.learner.observe(platforms[int(target[k])], rows[k], float(ts[k]), False, [], None)
         if positive.any():
             self._test_then_train(contexts, accepted, bs, who, target, rows, ts, vectors, positive)
         self._fold(bs, who, target, ts, weight, vectors)
-        hashes = np.empty(n, np.uint64)
-        for t, sel in by_platform.items():
-            hashes[sel] = self.store.platforms[platforms[t]].hashes[[rows[s] for s in sel]]
         max_consumed, max_events, consumed = self.params.max_consumed, self.params.max_recent_events, self._consumed
         for (_, t, row, h), i, item, is_positive, at in zip(accepted, who.tolist(), hashes.tolist(), positive.tolist(), ts.tolist()):
             remember(bs.recent[i][t], item, RECENT_PER_PLATFORM)
