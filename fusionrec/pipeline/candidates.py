@@ -152,18 +152,9 @@ def _search_new(items: PlatformItems, block: NewBlock, version: int, q: F32, k: 
 
 
 def _block_top_k(scores: F32, rows: I64, still: npt.NDArray[np.bool_], k: int) -> tuple[F32, I64]:
-    """The top ``k`` of a block's scores among the rows still new (unordered), padded with -inf / -1."""
-    if not still.all():
-        scores[:, ~still] = -np.inf
-    kk = min(k, int(still.sum()))
-    out_s = np.full((len(scores), k), -np.inf, np.float32)
-    out_r = np.full((len(scores), k), -1, np.int64)
-    if kk <= 0:
-        return out_s, out_r
-    n = scores.shape[1]
-    cols = np.argpartition(scores, n - kk, axis=1)[:, n - kk :] if kk < n else np.broadcast_to(np.arange(n), scores.shape)
-    out_s[:, :kk], out_r[:, :kk] = np.take_along_axis(scores, cols, axis=1), rows[cols]
-    return out_s, out_r
+    """The top ``k`` of a block's scores among the rows still new, best first, padded with -inf / -1."""
+    top, cols = exact_top_k(scores, k, still)
+    return top, np.where(cols >= 0, rows[np.maximum(cols, 0)], -1)
 
 
 def find_candidates(
