@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 from fusionrec.config import Config
 from fusionrec.contracts import DeadLetter, encode
 from fusionrec.core import Recommender
+from fusionrec.kernels import compile_kernels
 from stream.catalog import CatalogFollower
 from stream.checkpointing import WorkerCheckpointer
 from stream.compose import build_recommender
@@ -88,7 +89,10 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     @app.task
     async def main() -> None:
         try:
+            # compiled before this worker joins the group, not by its first batch (seconds without numba's cache)
+            compiling = asyncio.create_task(asyncio.to_thread(compile_kernels))
             await ensure_topics(cfg)  # every topic exists before anyone subscribes to it
+            log.info("compiled kernels ready in %.1f s", await compiling)
             await hot.start()
             await catalog.start()
             follow = asyncio.create_task(catalog.run())

@@ -144,6 +144,7 @@ def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64,
     none), by the compiled loop of :mod:`~fusionrec.learner.cooc_kernel`."""
     out = np.zeros(f.shape, np.float32)
     acc, mark = np.zeros(max(model.n, 1), np.float32), np.zeros(max(model.n, 1), bool)
+    cols = np.ascontiguousarray(cols)  # one layout, one compiled variant (tiny concatenations come out in F order)
     for feature, starts, counts, idx, values in _sums(model, seqs):
         cooc_kernel.gather_sums(starts, counts, idx, values, cols, feature, out, acc, mark)
         f[:, :, feature] = out[:, :, feature]
