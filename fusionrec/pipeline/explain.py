@@ -8,6 +8,7 @@ computed for the whole group; Python only builds the published dicts, flat over 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,25 +81,17 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     scores = chosen.scores.round(6)[at].tolist()
     explored = chosen.explored[at].tolist()
     reasons = _history_reasons(platforms, best[at].tolist(), contribution[at].tolist(), because[at].tolist(), n_valid[at].tolist())
-    known = reqs.present.any(axis=1).tolist()
-    out: list[list[dict[str, Any]]] = []
-    start = 0
-    for b in range(n_b):
-        stop = start + lengths[b]
-        if known[b]:
-            why: Sequence[dict[str, Any]] = reasons[start:stop]
-        else:
-            why = [{"kind": "similar_to_last_item", "platform": platform, "because_of": [reqs.touched[b]]}] * (stop - start)
-        out.append(
-            [{"item_id": i, "score": s, "platform": platform, "reason": r, "explored": e} for i, s, r, e in zip(item_ids[start:stop], scores[start:stop], why, explored[start:stop])]
-        )
-        start = stop
-    return out
+    bounds = [0, *itertools.accumulate(lengths)]
+    for b in np.flatnonzero(~reqs.present.any(axis=1)).tolist():  # nothing known of the person: the item they touched
+        start, stop = bounds[b], bounds[b + 1]
+        reasons[start:stop] = [{"kind": "similar_to_last_item", "platform": platform, "because_of": [reqs.touched[b]]}] * (stop - start)
+    flat = [{"item_id": i, "score": s, "platform": platform, "reason": r, "explored": e} for i, s, r, e in zip(item_ids, scores, reasons, explored)]
+    return [flat[start:stop] for start, stop in zip(bounds, bounds[1:])]
 
 
 def _history_reasons(platforms: tuple[str, ...], best: list[int], contribution: list[float], because: list[list[str | None]], n_valid: list[int]) -> list[dict[str, Any]]:
     kind = "similar_to_history"
     return [
-        {"kind": kind, "platform": platforms[j], "contribution": c, "because_of": ids[:n]} if n else {"kind": kind, "platform": platforms[j], "contribution": c}
+        {"kind": kind, "platform": platforms[j], "contribution": c, "because_of": ids if n == BECAUSE_OF else ids[:n]} if n else {"kind": kind, "platform": platforms[j], "contribution": c}
         for j, c, ids, n in zip(best, contribution, because, n_valid)
     ]
