@@ -1,6 +1,6 @@
 """Compile the core's numba kernels before the first micro-batch needs them.
 
-The kernels (``fusionrec.topk``, ``fusionrec.learner.cooc_kernel``) compile at their first call: ~10 s
+The kernels (``fusionrec.topk``, ``fusionrec.learner.cooc_kernel``) compile at their first call: 7.6 s
 on a 2-core machine the first time, a fraction of a second once numba's cache beside the sources holds
 them, and every time where that folder is not writable.  Paid by the first batch, that would answer its
 events seconds late; a worker calls :func:`compile_kernels` while it starts instead.  The calls go
