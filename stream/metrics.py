@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -181,7 +181,9 @@ class OnlineRecall:
     def __init__(self, metrics: Metrics, *, max_people: int = 100_000, window: int = 1000) -> None:
         self.metrics = metrics
         self.max_people = max_people
-        self._last: dict[tuple[str, str], tuple[str, ...]] = {}
+        # an OrderedDict evicts its oldest entry in O(1); a plain dict's ``next(iter(d))`` scans the holes
+        # its pops left at the front, ~11-15 µs an event once the pairs outnumber ``max_people``
+        self._last: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._window: deque[bool] = deque(maxlen=window)
         self._hits_in_window = 0
 
@@ -202,10 +204,11 @@ class OnlineRecall:
     def _score(self, person: str, platform: str, item_id: str, recommended: Sequence[str]) -> bool | None:
         key = (person, platform)
         last = self._last
-        previous = last.pop(key, None)
+        previous = last.get(key)
         last[key] = tuple(recommended[: self.K])  # ten ids: a tuple scan costs less than building a set
+        last.move_to_end(key)
         if len(last) > self.max_people:
-            del last[next(iter(last))]  # the least recently active (a dict keeps insertion order)
+            last.popitem(last=False)  # the least recently active
         if previous is None:
             return None
         hit = item_id in previous

@@ -72,7 +72,17 @@ def test_online_recall_is_test_then_train_per_person_and_platform() -> None:
     r.observe("q", "shop", "a", ids)
     assert r.observe("q", "shop", "i11", []) is False  # only the top 10 count
     r.observe("s", "shop", "a", ["b"])  # a third pair evicts the least recently active
-    assert len(r._last) == 2
+    assert list(r._last) == [("q", "shop"), ("s", "shop")]
+
+
+def test_the_least_recently_active_pair_is_forgotten_first() -> None:
+    r = OnlineRecall(Metrics(), max_people=2)
+    r.observe("a", "shop", "x", ["y"])
+    r.observe("b", "shop", "x", ["y"])
+    assert r.observe("a", "shop", "y", ["z"]) is True  # a is active again: b is now the oldest
+    r.observe("c", "shop", "x", ["y"])
+    assert list(r._last) == [("a", "shop"), ("c", "shop")]
+    assert r.observe("b", "shop", "y", []) is None  # b's list was forgotten
 
 
 def test_the_window_forgets_old_events() -> None:
