@@ -1,4 +1,4 @@
-"""The co-occurrence features of a batch of requests, summed by one compiled loop per feature.
+"""The co-occurrence features of a batch of requests, summed by one compiled pass over their rows.
 
 Request ``m``'s value of a feature at item ``i`` is ``Σ_l w[m, l] · C[items[m, l], i]`` over its recent
 items (``C = base + recent``, both CSR), then ``log1p`` (``scale[i]`` first for the item-kNN feature).
@@ -8,12 +8,15 @@ sparse matrix is built, sliced or scattered (those numpy and scipy passes over t
 call with a fixed cost, were most of the feature's time; MovieLens products hold thousands of items
 per request).
 
-:func:`feature_sums` writes each request's non-zero sums compactly (``scale`` applied); the caller
+The last item is one of the window's items and the window is part of the sequence, so
+:func:`three_sums` reads each recent item's rows once and adds into the features it feeds (before, a
+loop per feature read the window's rows twice and the last item's three times); it writes each
+request's non-zero sums compactly per feature (``scale`` applied); the caller
 takes ``log1p`` of them with numpy, whose vectorised float32 ``log1p`` a compiled loop cannot match in
 speed nor to the bit; then :func:`add_sums` adds ``weight ·`` them into dense scores (ranking) or
-:func:`gather_sums` reads them at given items (training).  The ``acc`` float32 and ``mark`` bool
-scratch of the platform's ``n`` items are all zero / False and are left so; ``touched`` is an int64
-scratch of ``n``.
+:func:`gather_sums` reads them at given items (training).  The ``acc`` float32 scratch (``(n, 3)``
+for :func:`three_sums`, ``n`` for :func:`gather_sums`) and ``mark`` bool scratch of the platform's
+``n`` items are all zero / False and are left so; ``touched`` is an int64 scratch of ``n``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["feature_sums", "add_sums", "gather_sums"]
+__all__ = ["three_sums", "add_sums", "gather_sums"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -30,49 +33,65 @@ I32 = npt.NDArray[np.int32]
 
 
 @numba.njit(cache=True, nogil=True)
-def _sum_rows(items, weights, m, ptr, idx, val, acc, mark, touched, n_touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def _sum_levels(items, level, w_win, w_knn, m, ptr, idx, val, acc, mark, touched, n_touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     for slot in range(items.shape[1]):
         j = items[m, slot]
         if j < 0:
             continue
-        w = weights[m, slot]
+        lv = level[m, slot]
+        wk = w_knn[m, slot]
+        ww = w_win[m, slot]
         for p in range(ptr[j], ptr[j + 1]):
             i = idx[p]
             if not mark[i]:
                 mark[i] = True
                 touched[n_touched] = i
                 n_touched += 1
-            acc[i] += w * val[p]
+            v = val[p]
+            acc[i, 2] += wk * v
+            if lv >= 1:
+                acc[i, 1] += ww * v
+                if lv == 2:
+                    acc[i, 0] += v  # the last item's weight is 1
     return n_touched
 
 
 @numba.njit(cache=True, nogil=True)
-def _request(items, weights, m, b_ptr, b_idx, b_val, r_ptr, r_idx, r_val, acc, mark, touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    n_touched = _sum_rows(items, weights, m, b_ptr, b_idx, b_val, acc, mark, touched, 0)
-    return _sum_rows(items, weights, m, r_ptr, r_idx, r_val, acc, mark, touched, n_touched)
-
-
-@numba.njit(cache=True, nogil=True)
-def feature_sums(items, weights, b_ptr, b_idx, b_val, r_ptr, r_idx, r_val, scale, use_scale, starts, counts, out_idx, out_val, acc, mark, touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """Request ``m``'s non-zero sums (times ``scale[i]`` with ``use_scale``) as items
-    ``out_idx[starts[m] : starts[m] + counts[m]]`` and values ``out_val[...]``; ``starts`` leaves room
-    for every item a request's rows hold.  ``items`` ``(M, L)`` rows (-1: none), ``weights`` ``(M, L)``."""
+def three_sums(items, level, w_win, w_knn, b_ptr, b_idx, b_val, r_ptr, r_idx, r_val, scale, starts, counts, idx_last, val_last, idx_win, val_win, idx_knn, val_knn, acc, mark, touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The three features (last item, window, item-kNN) in one pass over the rows: ``items`` ``(M, L)`` are a
+    request's recent items in increasing row order (-1: none), ``level`` says which features an item
+    feeds (0: the whole sequence, 1: and the window, 2: and the last item), ``w_win``/``w_knn`` its
+    weights in those.  Each feature still sums its own items in the same order, to the same bits;
+    its entries go to ``idx_*``/``val_*`` from ``starts[f, m]`` on (``f``: 0 last, 1 window, 2 knn),
+    ``counts[f, m]`` of them; ``acc`` is ``(n, 3)`` scratch (zero, left so)."""
     for m in range(items.shape[0]):
-        n_touched = _request(items, weights, m, b_ptr, b_idx, b_val, r_ptr, r_idx, r_val, acc, mark, touched)
-        k = starts[m]
+        n_touched = _sum_levels(items, level, w_win, w_knn, m, b_ptr, b_idx, b_val, acc, mark, touched, 0)
+        n_touched = _sum_levels(items, level, w_win, w_knn, m, r_ptr, r_idx, r_val, acc, mark, touched, n_touched)
+        k0, k1, k2 = starts[0, m], starts[1, m], starts[2, m]
         for t in range(n_touched):
             i = touched[t]
-            v = acc[i]
-            acc[i] = 0.0
             mark[i] = False
-            if v == 0.0:  # as the sparse product: no entry
-                continue
-            if use_scale:
-                v = v * scale[i]
-            out_idx[k] = i
-            out_val[k] = v
-            k += 1
-        counts[m] = k - starts[m]
+            v = acc[i, 2]
+            acc[i, 2] = 0.0
+            if v != 0.0:  # as the sparse product: no entry where a sum is 0
+                idx_knn[k2] = i
+                val_knn[k2] = v * scale[i]
+                k2 += 1
+            v = acc[i, 1]
+            acc[i, 1] = 0.0
+            if v != 0.0:
+                idx_win[k1] = i
+                val_win[k1] = v
+                k1 += 1
+            v = acc[i, 0]
+            acc[i, 0] = 0.0
+            if v != 0.0:
+                idx_last[k0] = i
+                val_last[k0] = v
+                k0 += 1
+        counts[0, m] = k0 - starts[0, m]
+        counts[1, m] = k1 - starts[1, m]
+        counts[2, m] = k2 - starts[2, m]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -152,48 +152,44 @@ def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64,
 
 def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, I64, I64, F32]]:
     """Per co-occurrence feature: ``(feature, starts, counts, items, log1p values)`` of every request's
-    non-zero entries (compiled sums, then numpy's ``log1p`` over all of them at once)."""
-    acc, mark, touched = _scratch(model.n)
+    non-zero entries (the three summed in one compiled pass over the rows, then numpy's ``log1p``
+    over each feature's values at once)."""
+    items, level, w_win, w_knn = _feature_inputs(model, seqs)
     b_ptr, _, _, r_ptr, _, _ = parts = model.cooc_parts
-    for feature, items, weights, scaled in _feature_inputs(model, seqs):
-        at = np.maximum(items, 0)
-        held = np.where(items >= 0, b_ptr[at + 1] - b_ptr[at] + r_ptr[at + 1] - r_ptr[at], 0).sum(axis=1)
-        room = np.minimum(held, model.n)
-        starts = np.zeros(len(room), np.int64)
-        np.cumsum(room[:-1], out=starts[1:])
-        total = int(starts[-1] + room[-1]) if len(room) else 0
-        counts = np.zeros(len(room), np.int64)
-        idx = np.empty(total, np.int64)
-        values = np.zeros(total, np.float32)
-        cooc_kernel.feature_sums(items, weights, *parts, model.inv_count, scaled, starts, counts, idx, values, acc, mark, touched)
+    at = np.maximum(items, 0)
+    held = np.where(items >= 0, b_ptr[at + 1] - b_ptr[at] + r_ptr[at + 1] - r_ptr[at], 0)
+    starts = np.zeros((3, len(items)), np.int64)
+    outs = []
+    for f, fed in enumerate((level == 2, level >= 1, level >= 0)):  # last, window, knn: the rows each feature reads
+        room = np.minimum(np.where(fed, held, 0).sum(axis=1), model.n)
+        np.cumsum(room[:-1], out=starts[f, 1:])
+        total = int(starts[f, -1] + room[-1]) if len(room) else 0
+        outs += [np.empty(total, np.int64), np.zeros(total, np.float32)]
+    counts = np.zeros((3, len(items)), np.int64)
+    acc = np.zeros((max(model.n, 1), 3), np.float32)
+    mark, touched = np.zeros(max(model.n, 1), bool), np.empty(max(model.n, 1), np.int64)
+    cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, *outs, acc, mark, touched)
+    for f, feature in enumerate((COOC_LAST, COOC_WINDOW, COOC_KNN)):
+        idx, values = outs[2 * f], outs[2 * f + 1]
         np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
-        yield feature, starts, counts, idx, values
+        yield feature, starts[f], counts[f], idx, values
 
 
-def _scratch(n: int) -> tuple[F32, npt.NDArray[np.bool_], I64]:
-    """The kernels' per-item scratch: sums, touched flags, touched list (left zero / False)."""
-    return np.zeros(max(n, 1), np.float32), np.zeros(max(n, 1), bool), np.empty(max(n, 1), np.int64)
-
-
-def _feature_inputs(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, F32, bool]]:
-    """Per co-occurrence feature: ``(feature, items (M, L), weights (M, L), scaled)`` — the last item with
-    weight 1, the window with ``1/(k+1)/√n_j``, the whole sequence with ``1/√n_j`` (``k`` counts back
-    from the newest item; -1 pads), its sums scaled by ``1/√c_i`` (``model.inv_count``) for the item-kNN
-    feature — the rows of :func:`seq_weights`, as arrays."""
-    m = len(seqs)
+def _feature_inputs(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[I64, I64, F32, F32]:
+    """``(items, level, window weights, knn weights)``, each ``(M, KNN_HISTORY)``: every request's recent
+    items in increasing row order (-1 pads last), as the sparse product summed them — the same float32
+    sums, to the bit.  ``level`` 2 is the last item (weight 1 in its feature), 1 the rest of the window
+    (weights ``1/(k+1)/√n_j``), 0 the rest of the sequence; every item feeds the item-kNN feature with
+    ``1/√n_j``, whose sums are scaled by ``1/√c_i`` (``model.inv_count``) — the rows of
+    :func:`seq_weights`, as arrays (``k`` counts back from the newest item)."""
     pad = _newest_known(model, seqs)
     norm = np.where(pad >= 0, model.src_norm[np.maximum(pad, 0)] if model.n else np.float32(0.0), np.float32(0.0)).astype(np.float32)
-    window = (norm[:, :SEQ_FEATURE] / np.arange(1, SEQ_FEATURE + 1, dtype=np.float32)).astype(np.float32)
-    yield COOC_LAST, np.ascontiguousarray(pad[:, :1]), np.ones((m, 1), np.float32), False
-    yield COOC_WINDOW, *_by_row(pad[:, :SEQ_FEATURE], window), False
-    yield COOC_KNN, *_by_row(pad, norm), True
-
-
-def _by_row(items: I64, weights: F32) -> tuple[I64, F32]:
-    """Each request's items in increasing row order (padding last), as the sparse product summed them:
-    the same float32 sums, to the bit."""
-    order = np.argsort(np.where(items >= 0, items, np.iinfo(np.int64).max), axis=1, kind="stable")
-    return np.take_along_axis(items, order, axis=1), np.take_along_axis(weights, order, axis=1)
+    window = np.zeros_like(norm)
+    window[:, :SEQ_FEATURE] = norm[:, :SEQ_FEATURE] / np.arange(1, SEQ_FEATURE + 1, dtype=np.float32)
+    k = np.broadcast_to(np.arange(pad.shape[1]), pad.shape)
+    level = (k < SEQ_FEATURE).astype(np.int64) + (k == 0)
+    order = np.argsort(np.where(pad >= 0, pad, np.iinfo(np.int64).max), axis=1, kind="stable")
+    return tuple(np.ascontiguousarray(np.take_along_axis(a, order, axis=1)) for a in (pad, level, window, norm))  # type: ignore[return-value]
 
 
 def features_at(

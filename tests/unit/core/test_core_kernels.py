@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     from fusionrec import topk
     from tests.fakes import DictStates, build_core, catalog
 
-    KERNELS = [topk._top_k_rows, cooc_kernel.feature_sums, cooc_kernel.add_sums, cooc_kernel.gather_sums]
+    KERNELS = [topk._top_k_rows, cooc_kernel.three_sums, cooc_kernel.add_sums, cooc_kernel.gather_sums]
 
     def signatures():
         return [set(k.signatures) for k in KERNELS]
