@@ -224,13 +224,14 @@ def _exact_search(
     item costs one dot product per request)."""
     n = items.n
     found_new: tuple[F32, I64] | None = None
-    if model.uses_new and wants_new:
+    if model.uses_new:  # the old items from the block's contiguous copy, also when no item is new any more
         new_rows, new_vectors, still = block.get(items, version, new_now, with_old=True)
         scores, rows = block.score_old(items, q_text, still)
-        q_new = q_text + model.new_query(reqs.fused, reqs.last)
-        found_new = _block_top_k(q_new @ new_vectors, new_rows, still, sizes.new)
-    else:  # new items either have no terms of their own, or (sizes.new == 0) are not wanted
-        rows = np.flatnonzero(items.alive[:n] & ~new_now[:n]) if model.uses_new else np.flatnonzero(items.alive[:n])
+        if wants_new:
+            q_new = q_text + model.new_query(reqs.fused, reqs.last)
+            found_new = _block_top_k(q_new @ new_vectors, new_rows, still, sizes.new)
+    else:  # new items have no terms of their own: every live item is scored alike
+        rows = np.flatnonzero(items.alive[:n])
         scores = q_text @ items.vectors[:n].T
         if len(rows) < n:
             scores = scores[:, rows]

@@ -135,6 +135,10 @@ def test_candidate_scores_are_the_feature_rows_times_the_published_weights(exact
     assert learner.maybe_publish() is False  # the statistics follow the store (the weights stay)
     check(N + 1)
     assert learner.model.platforms["shop"].new.tolist() == [n > 8 and n != 20 for n in range(N + 1)]
+    # every item reached: no new item is left, and the old ones still come from the block's copy
+    play(learner, [[items.ids[r] for r in range(N + 1) if learner.model.platforms["shop"].new[r]]])
+    assert not learner.model.platforms["shop"].new.any()
+    check(N + 1)
 
 
 def test_an_item_stops_being_new_at_its_first_positive_interaction_only() -> None:
