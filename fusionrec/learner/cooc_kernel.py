@@ -68,6 +68,7 @@ def three_sums(items, level, w_win, w_knn, b_ptr, b_idx, b_val, r_ptr, r_idx, r_
         n_touched = _sum_levels(items, level, w_win, w_knn, m, b_ptr, b_idx, b_val, acc, mark, touched, 0)
         n_touched = _sum_levels(items, level, w_win, w_knn, m, r_ptr, r_idx, r_val, acc, mark, touched, n_touched)
         k0, k1, k2 = starts[0, m], starts[1, m], starts[2, m]
+        # written out per feature: through a compiled helper the pass took 14-15 µs a request, not 9-10
         for t in range(n_touched):
             i = touched[t]
             mark[i] = False
