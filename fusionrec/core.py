@@ -285,7 +285,7 @@ class Recommender:
             return [[] for _ in range(len(reqs))]
         wants_new = any(self.policy.arm(p, platform).new_item_position > 0 for p in reqs.person[:1]) or self.policy.any_new_slot
         start = time.perf_counter()
-        block = self._new_blocks.setdefault(platform, NewBlock())
+        block = self._new_blocks.setdefault(platform, NewBlock(self.cfg.model.exact_precision))
         cands = find_candidates(
             model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, catalog_version=self.store.version, exact_max=self.cfg.model.index_exact_max
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -95,15 +96,20 @@ class NewBlock:
     less than an IVF search that must skip every other item; when they are many (a young catalog),
     the candidate index searches among them instead.  While the catalog is small enough to search
     exactly, the text search scans the ``old`` copy only (it never returns a new item when the model
-    scores them), so every item costs one dot product per request, not two.
+    scores them), so every item costs one dot product per request, not two.  With ``precision``
+    ``"bfloat16"`` (``model.exact_precision``) that product runs on a bfloat16 copy through torch: about
+    twice as fast where the CPU has bfloat16 instructions, its scores rounded in the third decimal
+    (measured: NDCG@10 within 0.2 % of float32 on steam, amazon-beauty and amazon-arts-office).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str = "float32") -> None:
+        self.precision = precision
         self._version = -1
         self.rows = np.zeros(0, np.int64)
         self.vectors = np.zeros((0, 0), np.float32)
         self.old_rows: I64 | None = None
         self.old_vectors = np.zeros((0, 0), np.float32)
+        self._old_bf16: Any = None  # a torch bfloat16 copy of old_vectors (precision "bfloat16")
 
     def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_], *, with_old: bool = False) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
         """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
@@ -121,6 +127,7 @@ class NewBlock:
             if with_old:
                 self.old_rows = np.flatnonzero(items.alive[: items.n] & ~new_now[: items.n])
                 self.old_vectors = np.ascontiguousarray(items.vectors[self.old_rows].T)
+                self._old_bf16 = _bfloat16(self.old_vectors) if self.precision == "bfloat16" else None
             self._version = version
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
@@ -131,11 +138,28 @@ class NewBlock:
         assert self.old_rows is not None
         turned = self.rows[~still]
         if not len(turned):
-            return q @ self.old_vectors, self.old_rows
+            return self._old_product(q), self.old_rows
         scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
-        np.matmul(q, self.old_vectors, out=scores[:, : len(self.old_rows)])
+        if self._old_bf16 is None:
+            np.matmul(q, self.old_vectors, out=scores[:, : len(self.old_rows)])
+        else:
+            scores[:, : len(self.old_rows)] = self._old_product(q)
         scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T
         return scores, np.concatenate([self.old_rows, turned])
+
+
+    def _old_product(self, q: F32) -> F32:
+        if self._old_bf16 is None:
+            return q @ self.old_vectors
+        import torch
+
+        return torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16).float().numpy()  # type: ignore[no-any-return]
+
+
+def _bfloat16(vectors: F32) -> Any:
+    import torch  # only with precision "bfloat16": oneDNN's bfloat16 product (numpy has none)
+
+    return torch.from_numpy(vectors).to(torch.bfloat16)
 
 
 NEW_SEARCH_EFFORT = 0.25

@@ -207,7 +207,7 @@ def run_one(
             identity_links=links,
             catalog_ready_s=round(ready_s, 1),
             worker_peak_rss_mb=[vm_hwm_mb(p.pid) for p, _ in workers],
-            worker_env={k: env[k] for k in BLAS_ENV if k in env},
+            worker_env={k: env[k] for k in (*BLAS_ENV, "FUSIONREC_EXACT_PRECISION") if k in env},
         )
         return result
     except BaseException:

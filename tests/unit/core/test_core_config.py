@@ -164,6 +164,7 @@ def test_scalar_coercion_from_env() -> None:
         ({"FUSIONREC_MAX_MESSAGE_BYTES": "0"}, ["limits.max_message_bytes"]),
         ({"FUSIONREC_KAFKA_SECURITY_PROTOCOL": "TLS"}, ["security_protocol", "TLS", "SASL_SSL", "PLAINTEXT"]),
         ({"FUSIONREC_DEVICE": "tpu"}, ["model.device", "tpu", "cuda"]),
+        ({"FUSIONREC_EXACT_PRECISION": "float16"}, ["model.exact_precision", "float16", "bfloat16"]),
         ({"FUSIONREC_EVENT_WEIGHTS": "{click: 1}"}, ["FUSIONREC_EVENT_WEIGHTS"]),
         ({"FUSIONREC_EVENT_WEIGHTS": "[1, 2]"}, ["FUSIONREC_EVENT_WEIGHTS"]),
         ({"FUSIONREC_EVENT_WEIGHTS": '{"click": "lots"}'}, ["FUSIONREC_EVENT_WEIGHTS"]),

@@ -141,6 +141,26 @@ def test_candidate_scores_are_the_feature_rows_times_the_published_weights(exact
     check(N + 1)
 
 
+def test_bfloat16_candidates_are_the_float32_ones_with_scores_rounded_in_the_third_decimal() -> None:
+    """``model.exact_precision = "bfloat16"``: the old items' product on a bfloat16 copy; every live item
+    is still a candidate once, its score the float32 one up to the product's rounding."""
+    learner = make_learner()
+    play(learner, [["i0", "i1", "i2", "i3"], ["i1", "i2", "i4"], ["i0", "i2", "i5", "i1"]])
+    learner.adagrad.weights["shop"] = np.random.default_rng(7).normal(size=len(FEATURES))
+    learner.publish()
+    reqs = requests(learner, [("i0", "i2"), ("i1",), ("i3", "i4", "i5")], consumed=[set()] * 3)
+    model, items = learner.model.platforms["shop"], learner.store.platforms["shop"]
+    got = {}
+    for precision in ("float32", "bfloat16"):
+        cands = find_candidates(model, items, reqs, ALL, new_slot=True, new_block=NewBlock(precision), catalog_version=learner.store.version, exact_max=10_000)
+        got[precision] = [dict(zip(r[np.isfinite(s)].tolist(), s[np.isfinite(s)].tolist())) for r, s in zip(cands.rows, cands.scores)]
+    for exact, rounded in zip(got["float32"], got["bfloat16"]):
+        assert sorted(exact) == sorted(rounded) == [r for r in range(N) if items.alive[r]]
+        diffs = [abs(exact[r] - rounded[r]) for r in exact]
+        assert max(diffs) < 0.02 * (1 + max(abs(v) for v in exact.values()))
+        assert max(diffs) > 0  # the rounding is there: the bfloat16 product did run
+
+
 def test_an_item_stops_being_new_at_its_first_positive_interaction_only() -> None:
     learner = make_learner()
     assert learner.model.platforms["shop"].new.all()
