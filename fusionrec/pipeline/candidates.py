@@ -243,7 +243,8 @@ def _exact_search(
 
     Text and popularity terms come from one dense product, the co-occurrence terms are added where the
     request's recent items have any, the consumed items are masked, and the best ``text + cooc +
-    popular`` items are the candidates: the top of the exhaustive ranking, exactly.  When the model
+    popular`` items are the candidates: the top of the exhaustive ranking, exactly (up to the product's
+    rounding with ``model.exact_precision`` bfloat16).  When the model
     scores new items, they are kept apart in their block and scored by the new-item query instead (each
     item costs one dot product per request)."""
     n = items.n
