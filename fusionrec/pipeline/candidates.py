@@ -140,20 +140,21 @@ class NewBlock:
         if not len(turned):
             return self._old_product(q), self.old_rows
         scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
-        if self._old_bf16 is None:
-            np.matmul(q, self.old_vectors, out=scores[:, : len(self.old_rows)])
-        else:
-            scores[:, : len(self.old_rows)] = self._old_product(q)
+        self._old_product(q, out=scores[:, : len(self.old_rows)])
         scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T
         return scores, np.concatenate([self.old_rows, turned])
 
-
-    def _old_product(self, q: F32) -> F32:
+    def _old_product(self, q: F32, out: F32 | None = None) -> F32:
+        """``q · v`` of the old copy's items, in the block's precision (into ``out`` when given)."""
         if self._old_bf16 is None:
-            return q @ self.old_vectors
+            return np.matmul(q, self.old_vectors, out=out)
         import torch
 
-        return torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16).float().numpy()  # type: ignore[no-any-return]
+        product: F32 = torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16).float().numpy()
+        if out is None:
+            return product
+        out[...] = product
+        return out
 
 
 def _bfloat16(vectors: F32) -> Any:
