@@ -224,10 +224,11 @@ class ModelConfig:
     )
     index_nprobe: int = setting(16, "FUSIONREC_INDEX_NPROBE", "Lists an IVF search visits.")
     exact_precision: str = setting(
-        "float32",
+        "auto",
         "FUSIONREC_EXACT_PRECISION",
-        "float32, or bfloat16: the exact search's product with the old items in bfloat16 (about twice as "
-        "fast alone on a CPU with AVX512-BF16 or AMX, emulated and slower without; scores rounded in the third decimal).",
+        "auto, float32 or bfloat16: the precision of the exact search's product with the old items; bfloat16 "
+        "is about twice as fast alone on a CPU with AVX512-BF16 or AMX (emulated and slower without), its "
+        "scores rounded in the third decimal; auto = bfloat16 where the CPU has those instructions, else float32.",
     )
 
 
@@ -405,8 +406,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"kafka.security_protocol must be one of {protocols}, got {cfg.kafka.security_protocol!r}")
     if cfg.model.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"model.device must be one of auto, cpu, cuda; got {cfg.model.device!r}")
-    if cfg.model.exact_precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"model.exact_precision must be float32 or bfloat16; got {cfg.model.exact_precision!r}")
+    if cfg.model.exact_precision not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"model.exact_precision must be auto, float32 or bfloat16; got {cfg.model.exact_precision!r}")
     validate_policy(cfg.policy, cfg.platforms)
 
 

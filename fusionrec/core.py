@@ -28,7 +28,7 @@ from fusionrec.contracts import BehaviorEvent, ItemDelete, ItemUpsert, RecItem
 from fusionrec.fusion import FusionParams
 from fusionrec.items import IndexFactory, ItemStore
 from fusionrec.learner import OnlineLearner, persistence
-from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
+from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates, resolve_precision
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.explain import explain
 from fusionrec.pipeline.gather import BatchState
@@ -154,6 +154,7 @@ class Recommender:
         self.fuser = Fuser(self.store, self.learner.context, self.params, self.platforms, restrict_to_target_platform=restrict_to_target_platform)
         self.updater = Updater(self.store, self.learner, self.fuser, self.params, cfg.limits, m.event_weights)
         self._new_blocks: dict[str, NewBlock] = {}
+        self.exact_precision = resolve_precision(m.exact_precision)  # "auto" settled once, for reports too
 
     @property
     def restrict_to_target_platform(self) -> bool:
@@ -285,7 +286,7 @@ class Recommender:
             return [[] for _ in range(len(reqs))]
         wants_new = any(self.policy.arm(p, platform).new_item_position > 0 for p in reqs.person[:1]) or self.policy.any_new_slot
         start = time.perf_counter()
-        block = self._new_blocks.setdefault(platform, NewBlock(self.cfg.model.exact_precision))
+        block = self._new_blocks.setdefault(platform, NewBlock(self.exact_precision))
         cands = find_candidates(
             model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, catalog_version=self.store.version, exact_max=self.cfg.model.index_exact_max
         )

@@ -180,6 +180,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Fresh topics, catalog and links, ``n_workers`` workers, warm-up, the search; workers always stopped."""
     from fusionrec.config import load_config
+    from fusionrec.pipeline.candidates import resolve_precision
 
     wl = load_workload(folder)
     wl_path = folder / WORKLOAD_FILE if (folder / WORKLOAD_FILE).exists() else tmp / f"{key}.npz"
@@ -208,6 +209,7 @@ def run_one(
             catalog_ready_s=round(ready_s, 1),
             worker_peak_rss_mb=[vm_hwm_mb(p.pid) for p, _ in workers],
             worker_env={k: env[k] for k in (*BLAS_ENV, "FUSIONREC_EXACT_PRECISION") if k in env},
+            exact_precision=resolve_precision(cfg.model.exact_precision),  # as the workers resolve "auto" on this CPU
         )
         return result
     except BaseException:

@@ -507,8 +507,10 @@ def evaluate_frozen(
     if rec is None:
         why = "--no-model" if not options.model else "no recommender was given to evaluate_frozen"
         info["model"] = f"not run: {why}"
-    elif options.keep_consumed:
-        info["model_consumed"] = "the model still excludes the person's consumed items (the core always does)"
+    else:
+        info["exact_precision"] = rec.exact_precision
+        if options.keep_consumed:
+            info["model_consumed"] = "the model still excludes the person's consumed items (the core always does)"
     return frozen_report(str(dataset), protocol, result, time.perf_counter() - t0, info)
 
 

@@ -283,6 +283,7 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     info.update(result.info)
     info["replay_seconds"] = round(result.seconds - items_s - info.get("sasrec_train_seconds", 0.0), 1)
     info["restrict_to_target_platform"] = options.restrict_to_target_platform
+    info["exact_precision"] = rec.exact_precision
     info["policy"] = {"name": cfg.policy.name, **cfg.policy.params(), "mmr_lambda": cfg.policy.mmr_lambda,
                       "novelty_weight": cfg.policy.novelty_weight, "candidates": cfg.policy.candidates}
     info["catalog_sizes"] = {p: rec.store.live(p) for p in rec.store.platforms}

@@ -22,7 +22,8 @@ from fusionrec.learner import OnlineLearner, persistence
 from fusionrec.learner.features import add_cooc_scores, cooc_scores, features_at, top_per_row
 from fusionrec.learner.model import COS_FUSED, COS_LAST, FEATURES, INITIAL_WEIGHTS, NEW, NEW_FUSED, NEW_LAST, POP_LONG
 from fusionrec.learner.stats import BACKWARD, WINDOW, Cooc, InteractionStats, strongest
-from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
+from fusionrec.pipeline import candidates as candidates_module
+from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates, native_bfloat16, resolve_precision
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.requests import RequestBatch
 from fusionrec.policy.ranker import PolicyRanker
@@ -159,6 +160,29 @@ def test_bfloat16_candidates_are_the_float32_ones_with_scores_rounded_in_the_thi
         diffs = [abs(exact[r] - rounded[r]) for r in exact]
         assert max(diffs) < 0.02 * (1 + max(abs(v) for v in exact.values()))
         assert max(diffs) > 0  # the rounding is there: the bfloat16 product did run
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [("fpu avx512f avx512_bf16 avx512_vnni", True), ("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx2 avx512f avx512bw", False), (None, False)],
+)
+def test_bfloat16_is_native_only_where_the_cpu_flags_name_its_dot_product_instructions(tmp_path, flags: str | None, native: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert native_bfloat16(str(cpuinfo)) is native  # no file (not Linux): float32, the safe choice
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_exactly_where_it_is_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(candidates_module, "native_bfloat16", lambda: native)
+    assert resolve_precision("auto") == ("bfloat16" if native else "float32")
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    cfg = Config(platforms=("shop",), model=ModelConfig(exact_precision="auto"))
+    rec = build_core(("shop",), cfg=cfg, dim=DIM, items=[ItemUpsert(f"i{n}", "shop", f"item {n}") for n in range(N)])
+    assert rec.exact_precision == ("bfloat16" if native else "float32")
+    rec.process([BehaviorEvent("e1", T0, "shop", "u1", "i1", "view")], DictStates())
+    assert rec._new_blocks["shop"].precision == rec.exact_precision  # the search runs what the report says
 
 
 def test_an_item_stops_being_new_at_its_first_positive_interaction_only() -> None:
