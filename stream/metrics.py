@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +23,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 750, 1000, 1500, 2500, 5000, 10000)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, one increment per bucket hit instead of per value: the
+    worker observes every event's latency, and ``observe`` (a lock and a scan of the bounds each) cost
+    more than the rest of its bookkeeping.  prometheus_client's histogram internals, pinned by a test
+    that compares the exposition with one ``observe`` per value."""
+    if not values:
+        return
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds  # ascending, +Inf last: the first bound >= v is observe's bucket
+    for i, n in Tally(bisect_left(bounds, v) for v in values).items():
+        histogram._buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
 
 
 class Metrics:

@@ -45,7 +45,7 @@ from fusionrec.core import Outcome, Recommender
 from fusionrec.errors import DecodeError, ValidationError
 from stream.catalog import CatalogFollower
 from stream.kafka_settings import client_kwargs
-from stream.metrics import Metrics, OnlineRecall
+from stream.metrics import Metrics, OnlineRecall, observe_many
 from stream.partitions import PartitionCache
 from stream.state_store import PersonStates
 
@@ -444,8 +444,7 @@ class HotPath:
             self.metrics.variant_recommendations_total.labels(variant).inc(n)
         for variant, n in explored.items():
             self.metrics.explored_items_total.labels(variant).inc(n)
-        for latency in latencies:
-            self.metrics.latency_ms.observe(latency)
+        observe_many(self.metrics.latency_ms, latencies)
 
     async def dead_letter(self, outbox: _Outbox, letter: DeadLetter) -> None:
         self.metrics.dead_letters_total.labels(letter.reason, letter.topic).inc()

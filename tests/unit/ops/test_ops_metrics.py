@@ -11,7 +11,10 @@ from fakes import DictStates, build_core, catalog
 from fusionrec.contracts import BehaviorEvent, ItemDelete, ItemUpsert
 from stream.dashboard import install_ops
 from stream.lag import LagRow
-from stream.metrics import Metrics, MetricsHooks, OnlineRecall
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.metrics import MS_BUCKETS, Metrics, MetricsHooks, OnlineRecall, observe_many
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -112,6 +115,19 @@ def test_observe_many_is_observe_one_by_one_with_the_counters_updated_once() -> 
     OnlineRecall(m, max_people=2, window=3).observe_many(answers)
     assert counted == [2]  # one increment for the batch
     OnlineRecall(Metrics()).observe_many([])  # nothing scored: nothing to set
+
+
+@given(st.lists(st.one_of(st.integers(-5, 20_000), st.sampled_from([float(b) for b in MS_BUCKETS]), st.floats(0, 1e5)), max_size=60))
+def test_a_batch_of_latencies_is_exposed_as_one_observe_per_value(values: list[float]) -> None:
+    one_by_one, batched = Metrics(), Metrics()
+    for v in values:
+        one_by_one.latency_ms.observe(v)
+    observe_many(batched.latency_ms, values)
+    latency = lambda m: {k: v for k, v in samples(m).items() if k[0].startswith("fusionrec_event_to_recommendation_ms")}  # noqa: E731
+    want, got = latency(one_by_one), latency(batched)
+    assert got.keys() == want.keys() and len(want) == len(MS_BUCKETS) + 4  # buckets, +Inf, count, sum, created
+    for key, value in want.items():  # the bounds themselves included (a bucket is "<= le")
+        assert math.isclose(got[key], value, rel_tol=1e-9, abs_tol=1e-9), key
 
 
 def test_metrics_hooks_time_the_cores_encoder_index_and_ranking() -> None:
