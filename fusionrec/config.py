@@ -132,7 +132,7 @@ class WorkerConfig:
         "", "FUSIONREC_CHECKPOINT_DIR", "Where checkpoints go; empty = <data_dir>/checkpoints."
     )
     checkpoint_every_events: int = setting(
-        20000, "FUSIONREC_CHECKPOINT_EVERY_EVENTS", "Write a checkpoint after this many events..."
+        100_000, "FUSIONREC_CHECKPOINT_EVERY_EVENTS", "Write a checkpoint after this many events..."
     )
     checkpoint_every_s: float = setting(60.0, "FUSIONREC_CHECKPOINT_EVERY_S", "...or after this many seconds.")
     checkpoint_keep: int = setting(3, "FUSIONREC_CHECKPOINT_KEEP", "Checkpoints kept (older ones are deleted).")
