@@ -111,7 +111,7 @@ class NewBlock:
         self.vectors = np.zeros((0, 0), np.float32)
         self.old_rows: I64 | None = None
         self.old_vectors = np.zeros((0, 0), np.float32)
-        self._old_bf16: Any = None  # a torch bfloat16 copy of old_vectors (precision "bfloat16")
+        self._old_bf16: Any = None  # precision "bfloat16": the old rows' vectors as a torch (n, d) bfloat16 copy instead
 
     def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_], *, with_old: bool = False) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
         """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
@@ -128,8 +128,10 @@ class NewBlock:
             self.old_rows = None
             if with_old:
                 self.old_rows = np.flatnonzero(items.alive[: items.n] & ~new_now[: items.n])
-                self.old_vectors = np.ascontiguousarray(items.vectors[self.old_rows].T)
-                self._old_bf16 = _bfloat16(self.old_vectors) if self.precision == "bfloat16" else None
+                if self.precision == "bfloat16":  # rows as stored: oneDNN takes them transposed at no cost
+                    self._old_bf16, self.old_vectors = _bfloat16(items.vectors[self.old_rows]), np.zeros((0, 0), np.float32)
+                else:  # numpy's product with a transposed operand is slower: a (d, n) copy
+                    self._old_bf16, self.old_vectors = None, np.ascontiguousarray(items.vectors[self.old_rows].T)
             self._version = version
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
@@ -153,9 +155,9 @@ class NewBlock:
         import torch
 
         if out is None:
-            out = np.empty((len(q), self._old_bf16.shape[1]), np.float32)
+            out = np.empty((len(q), self._old_bf16.shape[0]), np.float32)
         # widened straight into ``out``: no float32 temporary to allocate and copy
-        torch.from_numpy(out).copy_(torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16))
+        torch.from_numpy(out).copy_(torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16.t()))
         return out
 
 
