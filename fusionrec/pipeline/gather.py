@@ -21,6 +21,7 @@ from fusionrec.state import pack, unpack
 
 __all__ = ["BatchState"]
 
+F16 = npt.NDArray[np.float16]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
@@ -41,12 +42,13 @@ class BatchState:
         self.recent: list[list[list[int]]] = [[[] for _ in range(p)] for _ in range(n)]
         self.other: list[list[tuple[str, float, float, float, int, list[int], bytes]]] = [[] for _ in range(n)]
         self.unit = np.zeros((n, p, dim), np.float32)
+        self.unit16 = np.zeros((n, p, dim), np.float16)  # the same directions as stored: packing converts nothing
         self.norm = np.zeros((n, p))
         self.mass = np.zeros((n, p))
         self.ts = np.full((n, p), -np.inf)
         self.count = np.zeros((n, p), np.int64)
         self.dropped = 0  # profiles of another encoder dimension, left out
-        self._cells: tuple[F32, F64, F64, F64, npt.NDArray[np.int64]] | None = None
+        self._cells: tuple[F32, F16, F64, F64, F64, npt.NDArray[np.int64]] | None = None
         self._load(raws)
 
     def _load(self, raws: Sequence[bytes | None]) -> None:
@@ -80,16 +82,18 @@ class BatchState:
                 self.recent[i][j] = recent
         if cells_i:
             ii, jj = np.array(cells_i), np.array(cells_j)
-            self.unit[ii, jj] = np.frombuffer(b"".join(units), "<f2").reshape(-1, self.dim)
+            stored = np.frombuffer(b"".join(units), "<f2").reshape(-1, self.dim)
+            self.unit16[ii, jj] = stored
+            self.unit[ii, jj] = stored
             cols = np.array(scalars)
             self.norm[ii, jj], self.mass[ii, jj], self.ts[ii, jj] = cols[:, 0], cols[:, 1], cols[:, 2]
             self.count[ii, jj] = cols[:, 3].astype(np.int64)
 
-    def cells(self) -> tuple[F32, F64, F64, F64, npt.NDArray[np.int64]]:
-        """Views of ``(unit, norm, mass, ts, count)`` with ``(person, platform)`` as one flat cell index
-        ``i·P + j`` (made once per batch: a wave of a few events pays numpy's per-call cost for each)."""
+    def cells(self) -> tuple[F32, F16, F64, F64, F64, npt.NDArray[np.int64]]:
+        """Views of ``(unit, unit16, norm, mass, ts, count)`` with ``(person, platform)`` as one flat cell
+        index ``i·P + j`` (made once per batch: a wave of a few events pays numpy's per-call cost for each)."""
         if self._cells is None:
-            self._cells = tuple(_flat(a) for a in (self.unit, self.norm, self.mass, self.ts, self.count))  # type: ignore[assignment]
+            self._cells = tuple(_flat(a) for a in (self.unit, self.unit16, self.norm, self.mass, self.ts, self.count))  # type: ignore[assignment]
         assert self._cells is not None
         return self._cells
 
@@ -103,7 +107,7 @@ class BatchState:
         if not rows:
             return []
         idx = np.asarray(rows)
-        units = self.unit[idx].astype("<f2")
+        units = self.unit16[idx].astype("<f2", copy=False)
         count = self.count[idx]
         has = (count > 0).tolist()
         # Python scalars for the whole batch at once: indexing numpy arrays one cell at a time costs more

@@ -305,7 +305,7 @@ class Updater:
         The cells ``(person, platform)`` are addressed by one flat index into views of the columns: a
         wave is often a handful of events (one per person), where numpy's per-call cost is the cost."""
         cell = who * bs.norm.shape[1] + target
-        units, norms, masses, times, counts = bs.cells()
+        units, units16, norms, masses, times, counts = bs.cells()
         prev_ts = times[cell]
         k = 0.5 ** (np.maximum(ts - prev_ts, 0.0) / self.params.half_life_s)  # 1 unless the event is later
         vec = units[cell] * norms[cell].astype(np.float32)[:, None]
@@ -313,7 +313,9 @@ class Updater:
         vec += weight.astype(np.float32)[:, None] * vectors
         norm = np.sqrt(np.einsum("wd,wd->w", vec, vec)).astype(np.float32)
         positive = norm > 0
-        units[cell] = np.where(positive[:, None], vec / np.where(positive, norm, np.float32(1.0))[:, None], 0.0).astype(np.float16).astype(np.float32)
+        rounded = np.where(positive[:, None], vec / np.where(positive, norm, np.float32(1.0))[:, None], 0.0).astype(np.float16)
+        units16[cell] = rounded
+        units[cell] = rounded
         norms[cell] = norm
         masses[cell] = masses[cell] * k + np.abs(weight)
         times[cell] = np.maximum(prev_ts, ts)
