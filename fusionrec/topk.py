@@ -114,25 +114,26 @@ def _columns_at_least(row, t, cols):  # type: ignore[no-untyped-def]  # pragma: 
 
 @numba.njit(cache=True, nogil=True)
 def _select_smallest(a, c, kk):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """Reorder ``a[:c]`` (distinct values) in place so that ``a[:kk]`` holds its ``kk`` smallest."""
-    lo, hi = 0, c - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        x, y, z = a[lo], a[mid], a[hi]
-        p = max(min(x, y), min(max(x, y), z))  # median of three
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < p:
-                i += 1
-            while a[j] > p:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if kk - 1 <= j:
-            hi = j
-        elif kk - 1 >= i:
-            lo = i
+    """Reorder ``a[:c]`` (distinct values) in place so that ``a[:kk]`` holds its ``kk`` smallest.
+
+    Quickselect with a branch-free partition: every element is swapped with the boundary slot and the
+    boundary moves by the comparison's result, so no branch depends on the data (the keys come in random
+    order: a mispredicted branch per element made the selection a third of the row's top-k; measured on
+    130 rows of 3,984 scores, k = 85: 8.6 -> 7.4 µs a row).  ``a[:lo]`` are always among the ``kk``
+    smallest and ``a[:hi]`` always hold them."""
+    lo, hi = 0, c
+    while hi > kk and hi - lo > 2:
+        x, y, z = a[lo], a[(lo + hi - 1) >> 1], a[hi - 1]
+        p = max(min(x, y), min(max(x, y), z))  # a median of three distinct keys: both sides non-empty
+        store = lo
+        for i in range(lo, hi):
+            v = a[i]
+            a[i] = a[store]
+            a[store] = v
+            store += v < p
+        if store >= kk:
+            hi = store
         else:
-            break
+            lo = store
+    if hi > kk and hi - lo == 2 and a[lo] > a[lo + 1]:  # kk == lo + 1: the smaller of the last two
+        a[lo], a[lo + 1] = a[lo + 1], a[lo]

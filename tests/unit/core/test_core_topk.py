@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusionrec.topk import COMPILED_MIN_RATIO, exact_top_k
+from fusionrec.topk import COMPILED_MIN_RATIO, _select_smallest, exact_top_k
 
 
 def reference(scores: np.ndarray, k: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,14 @@ def test_a_row_whose_first_threshold_keeps_too_few_is_passed_again() -> None:
     assert cols[0].tolist() == sampled[::-1][:k].tolist()
     assert cols[1].tolist() == [c for c in range(n) if c % stride][:k]  # the zeros, lowest columns first
     np.testing.assert_array_equal(top[0], scores[0, sampled[::-1][:k]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=300, unique=True), data=st.data())
+def test_the_selection_puts_the_smallest_keys_first_and_keeps_every_key(values: list[int], data: st.DataObject) -> None:
+    c = len(values)
+    kk = data.draw(st.integers(1, c))
+    a = np.array(values + [7, 7], np.int64)  # slots past c are not touched
+    _select_smallest(a, c, kk)
+    assert sorted(a[:kk].tolist()) == sorted(values)[:kk]
+    assert sorted(a[:c].tolist()) == sorted(values) and a[c:].tolist() == [7, 7]
