@@ -28,7 +28,8 @@ from fusionrec.contracts import BehaviorEvent, ItemDelete, ItemUpsert, RecItem
 from fusionrec.fusion import FusionParams
 from fusionrec.items import IndexFactory, ItemStore
 from fusionrec.learner import OnlineLearner, persistence
-from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates, resolve_precision
+from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
+from fusionrec.pipeline.precision import resolve_precision
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.explain import explain
 from fusionrec.pipeline.gather import BatchState

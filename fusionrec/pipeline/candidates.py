@@ -31,9 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,10 +38,11 @@ import numpy.typing as npt
 from fusionrec.items import PlatformItems
 from fusionrec.learner.features import add_cooc_scores, cooc_scores, top_per_row
 from fusionrec.learner.model import NEW, PlatformModel
+from fusionrec.pipeline.precision import OldCopy
 from fusionrec.pipeline.requests import RequestBatch
 from fusionrec.topk import exact_top_k
 
-__all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "exhaustive_scores", "native_bfloat16", "resolve_precision", "stack"]
+__all__ = ["CandidateSizes", "Candidates", "NewBlock", "find_candidates", "exhaustive_scores", "stack"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -98,10 +96,8 @@ class NewBlock:
     less than an IVF search that must skip every other item; when they are many (a young catalog),
     the candidate index searches among them instead.  While the catalog is small enough to search
     exactly, the text search scans the ``old`` copy only (it never returns a new item when the model
-    scores them), so every item costs one dot product per request, not two.  With ``precision``
-    ``"bfloat16"`` (``model.exact_precision``, the default where the CPU has bfloat16 instructions) that
-    product runs on a bfloat16 copy through torch: about twice as fast alone, its scores rounded in the
-    third decimal (measured: NDCG@10 within 0.2 % of float32 on steam, amazon-beauty and amazon-arts-office).
+    scores them), so every item costs one dot product per request, not two.  That product runs in
+    ``precision`` (``model.exact_precision``: float32, bfloat16 or int8, :mod:`fusionrec.pipeline.precision`).
     """
 
     def __init__(self, precision: str = "float32") -> None:
@@ -110,8 +106,7 @@ class NewBlock:
         self.rows = np.zeros(0, np.int64)
         self.vectors = np.zeros((0, 0), np.float32)
         self.old_rows: I64 | None = None
-        self.old_vectors = np.zeros((0, 0), np.float32)
-        self._old_bf16: Any = None  # precision "bfloat16": the old rows' vectors as a torch (n, d) bfloat16 copy instead
+        self._old: OldCopy | None = None  # the old rows' vectors, prepared for the product in ``precision``
 
     def get(self, items: PlatformItems, version: int, new_now: npt.NDArray[np.bool_], *, with_old: bool = False) -> tuple[I64, F32, npt.NDArray[np.bool_]]:
         """``(rows, (d, len(rows)) vectors, which rows are still new)``.  Items stop being new one at a
@@ -128,10 +123,7 @@ class NewBlock:
             self.old_rows = None
             if with_old:
                 self.old_rows = np.flatnonzero(items.alive[: items.n] & ~new_now[: items.n])
-                if self.precision == "bfloat16":  # rows as stored: oneDNN takes them transposed at no cost
-                    self._old_bf16, self.old_vectors = _bfloat16(items.vectors[self.old_rows]), np.zeros((0, 0), np.float32)
-                else:  # numpy's product with a transposed operand is slower: a (d, n) copy
-                    self._old_bf16, self.old_vectors = None, np.ascontiguousarray(items.vectors[self.old_rows].T)
+                self._old = OldCopy.of(items.vectors[self.old_rows], self.precision)
             self._version = version
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
@@ -139,53 +131,14 @@ class NewBlock:
     def score_old(self, items: PlatformItems, q: F32, still: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
         """``(scores, rows)``: ``q · v`` of every item that is not new, ``(B, len(rows))`` — the old copy,
         then the rows of the new block that stopped being new since it was built."""
-        assert self.old_rows is not None
+        assert self.old_rows is not None and self._old is not None
         turned = self.rows[~still]
         if not len(turned):
-            return self._old_product(q), self.old_rows
+            return self._old.product(q), self.old_rows
         scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
-        self._old_product(q, out=scores[:, : len(self.old_rows)])
+        self._old.product(q, out=scores[:, : len(self.old_rows)])
         scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T
         return scores, np.concatenate([self.old_rows, turned])
-
-    def _old_product(self, q: F32, out: F32 | None = None) -> F32:
-        """``q · v`` of the old copy's items, in the block's precision (into ``out`` when given)."""
-        if self._old_bf16 is None:
-            return np.matmul(q, self.old_vectors, out=out)
-        import torch
-
-        if out is None:
-            out = np.empty((len(q), self._old_bf16.shape[0]), np.float32)
-        # widened straight into ``out``: no float32 temporary to allocate and copy
-        torch.from_numpy(out).copy_(torch.mm(torch.from_numpy(np.ascontiguousarray(q)).to(torch.bfloat16), self._old_bf16.t()))
-        return out
-
-
-def resolve_precision(setting: str) -> str:
-    """``model.exact_precision`` as it runs: ``auto`` is bfloat16 where the CPU has bfloat16 dot-product
-    instructions, float32 elsewhere (there torch emulates bfloat16, slower than numpy's float32)."""
-    if setting != "auto":
-        return setting
-    return "bfloat16" if native_bfloat16() else "float32"
-
-
-@cache
-def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has AVX512-BF16 or AMX-BF16 (Linux' CPU flags; False where they cannot be read)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
-    return False
-
-
-def _bfloat16(vectors: F32) -> Any:
-    import torch  # only with precision "bfloat16": oneDNN's bfloat16 product (numpy has none)
-
-    return torch.from_numpy(vectors).to(torch.bfloat16)
 
 
 NEW_SEARCH_EFFORT = 0.25

@@ -180,7 +180,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Fresh topics, catalog and links, ``n_workers`` workers, warm-up, the search; workers always stopped."""
     from fusionrec.config import load_config
-    from fusionrec.pipeline.candidates import resolve_precision
+    from fusionrec.pipeline.precision import resolve_precision
 
     wl = load_workload(folder)
     wl_path = folder / WORKLOAD_FILE if (folder / WORKLOAD_FILE).exists() else tmp / f"{key}.npz"

@@ -22,8 +22,9 @@ from fusionrec.learner import OnlineLearner, persistence
 from fusionrec.learner.features import add_cooc_scores, cooc_scores, features_at, top_per_row
 from fusionrec.learner.model import COS_FUSED, COS_LAST, FEATURES, INITIAL_WEIGHTS, NEW, NEW_FUSED, NEW_LAST, POP_LONG
 from fusionrec.learner.stats import BACKWARD, WINDOW, Cooc, InteractionStats, strongest
-from fusionrec.pipeline import candidates as candidates_module
-from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates, native_bfloat16, resolve_precision
+from fusionrec.pipeline import precision as precision_module
+from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
+from fusionrec.pipeline.precision import OldCopy, int8_error_bound, native_bfloat16, native_int8, resolve_precision
 from fusionrec.pipeline.choose import choose
 from fusionrec.pipeline.requests import RequestBatch
 from fusionrec.policy.ranker import PolicyRanker
@@ -142,9 +143,10 @@ def test_candidate_scores_are_the_feature_rows_times_the_published_weights(exact
     check(N + 1)
 
 
-def test_bfloat16_candidates_are_the_float32_ones_with_scores_rounded_in_the_third_decimal() -> None:
-    """``model.exact_precision = "bfloat16"``: the old items' product on a bfloat16 copy; every live item
-    is still a candidate once, its score the float32 one up to the product's rounding."""
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_reduced_precision_candidates_are_the_float32_ones_with_scores_rounded_in_the_third_decimal(precision: str) -> None:
+    """``model.exact_precision = "bfloat16" | "int8"``: the old items' product on a reduced copy; every
+    live item is still a candidate once, its score the float32 one up to the product's rounding."""
     learner = make_learner()
     play(learner, [["i0", "i1", "i2", "i3"], ["i1", "i2", "i4"], ["i0", "i2", "i5", "i1"]])
     learner.adagrad.weights["shop"] = np.random.default_rng(7).normal(size=len(FEATURES))
@@ -152,35 +154,69 @@ def test_bfloat16_candidates_are_the_float32_ones_with_scores_rounded_in_the_thi
     reqs = requests(learner, [("i0", "i2"), ("i1",), ("i3", "i4", "i5")], consumed=[set()] * 3)
     model, items = learner.model.platforms["shop"], learner.store.platforms["shop"]
     got = {}
-    for precision in ("float32", "bfloat16"):
-        cands = find_candidates(model, items, reqs, ALL, new_slot=True, new_block=NewBlock(precision), catalog_version=learner.store.version, exact_max=10_000)
-        got[precision] = [dict(zip(r[np.isfinite(s)].tolist(), s[np.isfinite(s)].tolist())) for r, s in zip(cands.rows, cands.scores)]
-    for exact, rounded in zip(got["float32"], got["bfloat16"]):
+    for name in ("float32", precision):
+        cands = find_candidates(model, items, reqs, ALL, new_slot=True, new_block=NewBlock(name), catalog_version=learner.store.version, exact_max=10_000)
+        got[name] = [dict(zip(r[np.isfinite(s)].tolist(), s[np.isfinite(s)].tolist())) for r, s in zip(cands.rows, cands.scores)]
+    for exact, rounded in zip(got["float32"], got[precision]):
         assert sorted(exact) == sorted(rounded) == [r for r in range(N) if items.alive[r]]
         diffs = [abs(exact[r] - rounded[r]) for r in exact]
         assert max(diffs) < 0.02 * (1 + max(abs(v) for v in exact.values()))
-        assert max(diffs) > 0  # the rounding is there: the bfloat16 product did run
+        assert max(diffs) > 0  # the rounding is there: the reduced product did run
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 7),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1e-3, 1.0, 50.0]),
+)
+def test_the_int8_product_is_within_its_rounding_bound_of_the_exact_one(n_q: int, n_v: int, d: int, seed: int, scale: float) -> None:
+    """Each score is off by at most what rounding every coordinate by half its row's scale can move it
+    (the int32 sums are exact); rows of zeros score zero."""
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((n_q, d)) * scale * rng.uniform(0, 2, (n_q, 1))).astype(np.float32)
+    v = (rng.standard_normal((n_v, d)) * rng.uniform(0, 2, (n_v, 1))).astype(np.float32)
+    if n_q > 1:
+        q[0] = 0.0  # a request with no profile yet
+    exact = q.astype(np.float64) @ v.astype(np.float64).T
+    got = OldCopy.of(v, "int8").product(q)
+    assert got.shape == (n_q, n_v) and got.dtype == np.float32
+    tolerance = 1e-5 * (1 + np.abs(exact))  # the float32 rescaling's own rounding
+    assert (np.abs(got - exact) <= int8_error_bound(q, v) + tolerance).all()
+    out = np.full((n_q, n_v + 2), np.nan, np.float32)
+    OldCopy.of(v, "int8").product(q, out=out[:, :n_v])  # into a caller's strided block, as the search does
+    np.testing.assert_array_equal(out[:, :n_v], got)
 
 
 @pytest.mark.parametrize(
-    ("flags", "native"),
-    [("fpu avx512f avx512_bf16 avx512_vnni", True), ("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx2 avx512f avx512bw", False), (None, False)],
+    ("flags", "bfloat16", "int8"),
+    [
+        ("fpu avx512f avx512_bf16 avx512_vnni", True, True),
+        ("fpu avx512f amx_bf16 amx_tile amx_int8", True, True),
+        ("fpu avx2 avx_vnni", False, True),
+        ("fpu avx2 avx512f avx512bw", False, False),
+        (None, False, False),
+    ],
 )
-def test_bfloat16_is_native_only_where_the_cpu_flags_name_its_dot_product_instructions(tmp_path, flags: str | None, native: bool) -> None:
+def test_reduced_precisions_are_native_only_where_the_cpu_flags_name_their_dot_product_instructions(tmp_path, flags: str | None, bfloat16: bool, int8: bool) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     if flags is not None:
         cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    assert native_bfloat16(str(cpuinfo)) is native  # no file (not Linux): float32, the safe choice
+    # no file (not Linux): float32, the safe choice
+    assert native_bfloat16(str(cpuinfo)) is bfloat16 and native_int8(str(cpuinfo)) is int8
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_is_bfloat16_exactly_where_it_is_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    monkeypatch.setattr(candidates_module, "native_bfloat16", lambda: native)
-    assert resolve_precision("auto") == ("bfloat16" if native else "float32")
-    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+@pytest.mark.parametrize(("bfloat16", "int8", "resolved"), [(True, True, "int8"), (False, True, "int8"), (True, False, "bfloat16"), (False, False, "float32")])
+def test_auto_precision_is_the_fastest_native_one(monkeypatch: pytest.MonkeyPatch, bfloat16: bool, int8: bool, resolved: str) -> None:
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda: bfloat16)
+    monkeypatch.setattr(precision_module, "native_int8", lambda: int8)
+    assert resolve_precision("auto") == resolved
+    assert [resolve_precision(p) for p in ("float32", "bfloat16", "int8")] == ["float32", "bfloat16", "int8"]
     cfg = Config(platforms=("shop",), model=ModelConfig(exact_precision="auto"))
     rec = build_core(("shop",), cfg=cfg, dim=DIM, items=[ItemUpsert(f"i{n}", "shop", f"item {n}") for n in range(N)])
-    assert rec.exact_precision == ("bfloat16" if native else "float32")
+    assert rec.exact_precision == resolved
     rec.process([BehaviorEvent("e1", T0, "shop", "u1", "i1", "view")], DictStates())
     assert rec._new_blocks["shop"].precision == rec.exact_precision  # the search runs what the report says
 

@@ -255,7 +255,7 @@ def test_evaluate_frozen_runs_the_model_with_finite_metrics(tmp_path: Path) -> N
     info = report["info"]["methods"]["model"]
     assert info["learned_events"] == 7 and info["policy"]["name"] == cfg.policy.name  # the config's, as the stream eval
     assert "model_consumed" not in report["info"]
-    assert report["info"]["exact_precision"] in ("float32", "bfloat16")
+    assert report["info"]["exact_precision"] in ("float32", "bfloat16", "int8")
     # popularity is unchanged by the model running first on the same catalog
     expected = (1.0 + ndcg(2) + ndcg(2) + ndcg(3)) / 4
     assert report["baselines"]["popularity"]["ndcg@10"] == pytest.approx(expected, abs=1e-5)
