@@ -128,16 +128,16 @@ class NewBlock:
             still = np.ones(len(self.rows), bool)
         return self.rows, self.vectors, still
 
-    def score_old(self, items: PlatformItems, q: F32, still: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
-        """``(scores, rows)``: ``q · v`` of every item that is not new, ``(B, len(rows))`` — the old copy,
-        then the rows of the new block that stopped being new since it was built."""
+    def score_old(self, items: PlatformItems, q: F32, still: npt.NDArray[np.bool_], model: PlatformModel) -> tuple[F32, I64]:
+        """``(scores, rows)``: ``q · v`` plus the popularity terms of every item that is not new, ``(B,
+        len(rows))`` — the old copy, then the rows of the new block that stopped being new since it was built."""
         assert self.old_rows is not None and self._old is not None
         turned = self.rows[~still]
         if not len(turned):
-            return self._old.product(q), self.old_rows
+            return self._old.product(q, _pop_part(model, self.old_rows)), self.old_rows
         scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
-        self._old.product(q, out=scores[:, : len(self.old_rows)])
-        scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T
+        self._old.product(q, _pop_part(model, self.old_rows), out=scores[:, : len(self.old_rows)])
+        scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T + _pop_part(model, turned)[None, :]
         return scores, np.concatenate([self.old_rows, turned])
 
 
@@ -230,7 +230,7 @@ def _exact_search(
     found_new: tuple[F32, I64] | None = None
     if model.uses_new:  # the old items from the block's contiguous copy, also when no item is new any more
         new_rows, new_vectors, still = block.get(items, version, new_now, with_old=True)
-        scores, rows = block.score_old(items, q_text, still)
+        scores, rows = block.score_old(items, q_text, still, model)
         if wants_new:
             q_new = q_text + model.new_query(reqs.fused, reqs.last)
             found_new = _block_top_k(q_new @ new_vectors, new_rows, still, sizes.new)
@@ -239,9 +239,9 @@ def _exact_search(
         scores = q_text @ items.vectors[:n].T
         if len(rows) < n:
             scores = scores[:, rows]
+        scores += _pop_part(model, rows)[None, :]
     column = np.full(n, -1, np.int64)
     column[rows] = np.arange(len(rows))
-    scores += _pop_part(model, rows)[None, :]
     if model.uses_cooc and any(reqs.seq):
         add_cooc_scores(model, reqs.seq, scores, column)
     if any(len(c) for c in reqs.consumed):

@@ -101,21 +101,24 @@ class OldCopy:
     def n(self) -> int:
         return int(self.data.shape[1] if self.precision == "float32" else self.data.shape[0])
 
-    def product(self, q: F32, out: F32 | None = None) -> F32:
-        """``(B, n)``: ``q · v`` of every row, into ``out`` when given."""
+    def product(self, q: F32, bias: F32, out: F32 | None = None) -> F32:
+        """``(B, n)``: ``q · v + bias`` of every row (``bias`` ``(n,)``), into ``out`` when given; the
+        bias is added in the pass that widens or rescales the product (one pass less over the block)."""
         if self.precision == "float32":
-            return np.matmul(q, self.data, out=out)
+            out = np.matmul(q, self.data, out=out)
+            out += bias
+            return out
         import torch
 
         if out is None:
             out = np.empty((len(q), self.n), np.float32)
-        target, queries = torch.from_numpy(out), torch.from_numpy(np.ascontiguousarray(q))
+        target, queries, row_bias = torch.from_numpy(out), torch.from_numpy(np.ascontiguousarray(q)), torch.from_numpy(bias)
         if self.precision == "bfloat16":  # widened straight into ``out``: no float32 temporary
-            target.copy_(torch.mm(queries.to(torch.bfloat16), self.data.t()))
+            torch.add(torch.mm(queries.to(torch.bfloat16), self.data.t()), row_bias, out=target)
             return out
         values, scales = _quantize(queries)
         torch.mul(torch._int_mm(values, self.data.t()), self.scales, out=target)
-        target.mul_(scales[:, None])
+        torch.addcmul(row_bias, target, scales[:, None], out=target)
         return out
 
 

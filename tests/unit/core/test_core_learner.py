@@ -180,14 +180,16 @@ def test_the_int8_product_is_within_its_rounding_bound_of_the_exact_one(n_q: int
     v = (rng.standard_normal((n_v, d)) * rng.uniform(0, 2, (n_v, 1))).astype(np.float32)
     if n_q > 1:
         q[0] = 0.0  # a request with no profile yet
-    exact = q.astype(np.float64) @ v.astype(np.float64).T
-    got = OldCopy.of(v, "int8").product(q)
+    bias = rng.standard_normal(n_v).astype(np.float32)
+    exact = q.astype(np.float64) @ v.astype(np.float64).T + bias
+    got = OldCopy.of(v, "int8").product(q, bias)
     assert got.shape == (n_q, n_v) and got.dtype == np.float32
     tolerance = 1e-5 * (1 + np.abs(exact))  # the float32 rescaling's own rounding
     assert (np.abs(got - exact) <= int8_error_bound(q, v) + tolerance).all()
     out = np.full((n_q, n_v + 2), np.nan, np.float32)
-    OldCopy.of(v, "int8").product(q, out=out[:, :n_v])  # into a caller's strided block, as the search does
+    OldCopy.of(v, "int8").product(q, bias, out=out[:, :n_v])  # into a caller's strided block, as the search does
     np.testing.assert_array_equal(out[:, :n_v], got)
+    assert np.isnan(out[:, n_v:]).all()
 
 
 @pytest.mark.parametrize(
