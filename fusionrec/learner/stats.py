@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from fusionrec.learner.csr_add import add_triples
+
 __all__ = ["InteractionStats", "PlatformStats", "Cooc", "WINDOW", "BACKWARD", "POP_HALF_LIVES_S"]
 
 WINDOW = 5
@@ -70,8 +72,7 @@ class Cooc:
             self.served = _resized(self.served, n)
             self.recent = _resized(self.recent, n)
         if len(src):
-            delta = sp.csr_matrix((val, (src, dst)), shape=(n, n), dtype=np.float32)
-            self.recent = self.recent + delta
+            self.recent = add_triples(self.recent, src, dst, val)
         if self.recent.nnz > MERGE_SHARE * max(self.base.nnz, 4096):
             self.base = (self.base + self.recent).tocsr()
             self.served = strongest(self.base, self.neighbours)
