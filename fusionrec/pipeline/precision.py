@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -123,11 +124,27 @@ class OldCopy:
 
 
 def _quantize(x: Any) -> tuple[Any, Any]:
-    """``(int8 values, float32 scales)`` of the rows of a float32 tensor: ``x ≈ scales[:, None] · values``."""
+    """``(int8 values, float32 scales)`` tensors of the rows of a float32 tensor: ``x ≈ scales[:, None] ·
+    values``; one compiled pass (torch's five element-wise calls cost ~5 times as much inside a running core)."""
     import torch
 
-    scales = x.abs().amax(dim=1).clamp_min_(_TINY).div_(INT8_MAX)
-    return torch.round(x / scales[:, None]).to(torch.int8), scales
+    rows = np.ascontiguousarray(x.numpy())
+    values, scales = np.empty(rows.shape, np.int8), np.empty(len(rows), np.float32)
+    _quantize_rows(rows, values, scales)
+    return torch.from_numpy(values), torch.from_numpy(scales)
+
+
+@numba.njit(cache=True, nogil=True)
+def _quantize_rows(x, values, scales):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    top, tiny = np.float32(INT8_MAX), np.float32(_TINY)
+    for i in range(x.shape[0]):
+        largest = np.float32(0.0)
+        for j in range(x.shape[1]):
+            largest = max(largest, abs(x[i, j]))
+        scale = max(largest, tiny) / top  # float32 throughout: the same values as torch's ops gave
+        scales[i] = scale
+        for j in range(x.shape[1]):
+            values[i, j] = np.int8(np.rint(x[i, j] / scale))  # rint: halves to even
 
 
 def int8_error_bound(q: F32, vectors: F32) -> npt.NDArray[np.float64]:
