@@ -1,6 +1,7 @@
 """Compile the core's numba kernels before the first micro-batch needs them.
 
-The kernels (``fusionrec.topk``, ``fusionrec.learner.cooc_kernel``) compile at their first call: 7.6 s
+The kernels (``fusionrec.topk``, ``fusionrec.learner.cooc_kernel``, ``fusionrec.learner.csr_add``,
+the int8 quantization of ``fusionrec.pipeline.precision``) compile at their first call: 7.6 s
 on a 2-core machine the first time, a fraction of a second once numba's cache beside the sources holds
 them, and every time where that folder is not writable.  Paid by the first batch, that would answer its
 events seconds late; a worker calls :func:`compile_kernels` while it starts instead.  The calls go
@@ -14,8 +15,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from fusionrec.learner.csr_add import add_triples
 from fusionrec.learner.features import add_cooc_scores, features_at
 from fusionrec.learner.model import N_FEATURES, PlatformModel
+from fusionrec.pipeline.precision import quantize_rows
 from fusionrec.topk import COMPILED_MIN_RATIO, exact_top_k
 
 __all__ = ["compile_kernels"]
@@ -33,6 +36,8 @@ def compile_kernels() -> float:
     vectors = np.eye(n, dim, dtype=np.float32)
     queries = np.zeros((len(seqs), dim), np.float32)
     features_at(model, vectors, queries, queries, queries, seqs, np.array([1, 3, 6], np.int64), np.array([0, 2, 5, 7], np.int64))
+    add_triples(model.cooc_recent, np.array([0, 0], np.int64), np.array([1, 1], np.int64), np.ones(2, np.float32))
+    quantize_rows(vectors)
     return time.perf_counter() - start
 
 

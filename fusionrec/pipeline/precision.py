@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PRECISIONS", "OldCopy", "cpu_flags", "int8_error_bound", "native_bfloat16", "native_int8", "resolve_precision"]
+__all__ = ["PRECISIONS", "OldCopy", "cpu_flags", "int8_error_bound", "native_bfloat16", "native_int8", "quantize_rows", "resolve_precision"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -128,10 +128,16 @@ def _quantize(x: Any) -> tuple[Any, Any]:
     values``; one compiled pass (torch's five element-wise calls cost ~5 times as much inside a running core)."""
     import torch
 
-    rows = np.ascontiguousarray(x.numpy())
+    values, scales = quantize_rows(x.numpy())
+    return torch.from_numpy(values), torch.from_numpy(scales)
+
+
+def quantize_rows(x: F32) -> tuple[npt.NDArray[np.int8], F32]:
+    """``(int8 values, float32 scales)`` of the rows of ``x`` (numpy arrays; see :func:`_quantize`)."""
+    rows = np.ascontiguousarray(x, np.float32)
     values, scales = np.empty(rows.shape, np.int8), np.empty(len(rows), np.float32)
     _quantize_rows(rows, values, scales)
-    return torch.from_numpy(values), torch.from_numpy(scales)
+    return values, scales
 
 
 @numba.njit(cache=True, nogil=True)
