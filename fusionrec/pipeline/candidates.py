@@ -133,10 +133,11 @@ class NewBlock:
         len(rows))`` — the old copy, then the rows of the new block that stopped being new since it was built."""
         assert self.old_rows is not None and self._old is not None
         turned = self.rows[~still]
+        pop = _pop_part(model, self.old_rows)
         if not len(turned):
-            return self._old.product(q, _pop_part(model, self.old_rows)), self.old_rows
+            return self._old.product(q, pop), self.old_rows
         scores = np.empty((len(q), len(self.old_rows) + len(turned)), np.float32)
-        self._old.product(q, _pop_part(model, self.old_rows), out=scores[:, : len(self.old_rows)])
+        self._old.product(q, pop, out=scores[:, : len(self.old_rows)])
         scores[:, len(self.old_rows) :] = q @ items.vectors[turned].T + _pop_part(model, turned)[None, :]
         return scores, np.concatenate([self.old_rows, turned])
 

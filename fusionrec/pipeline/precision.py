@@ -25,11 +25,10 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PRECISIONS", "OldCopy", "cpu_flags", "int8_error_bound", "native_bfloat16", "native_int8", "quantize_rows", "resolve_precision"]
+__all__ = ["OldCopy", "cpu_flags", "int8_error_bound", "native_bfloat16", "native_int8", "quantize_rows", "resolve_precision"]
 
 F32 = npt.NDArray[np.float32]
 
-PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 INT8_MAX = 127.0
 _BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -94,8 +93,8 @@ class OldCopy:
         if precision == "bfloat16":
             return cls(precision, torch.from_numpy(np.ascontiguousarray(vectors)).to(torch.bfloat16))
         if precision == "int8":
-            values, scales = _quantize(torch.from_numpy(np.ascontiguousarray(vectors)))
-            return cls(precision, values, scales.reshape(1, -1))
+            values, scales = quantize_rows(vectors)
+            return cls(precision, torch.from_numpy(values), torch.from_numpy(scales).reshape(1, -1))
         raise ValueError(f"unknown precision {precision!r}")
 
     @property
@@ -117,23 +116,15 @@ class OldCopy:
         if self.precision == "bfloat16":  # widened straight into ``out``: no float32 temporary
             torch.add(torch.mm(queries.to(torch.bfloat16), self.data.t()), row_bias, out=target)
             return out
-        values, scales = _quantize(queries)
-        torch.mul(torch._int_mm(values, self.data.t()), self.scales, out=target)
-        torch.addcmul(row_bias, target, scales[:, None], out=target)
+        values, scales = quantize_rows(q)
+        torch.mul(torch._int_mm(torch.from_numpy(values), self.data.t()), self.scales, out=target)
+        torch.addcmul(row_bias, target, torch.from_numpy(scales)[:, None], out=target)
         return out
 
 
-def _quantize(x: Any) -> tuple[Any, Any]:
-    """``(int8 values, float32 scales)`` tensors of the rows of a float32 tensor: ``x ≈ scales[:, None] ·
-    values``; one compiled pass (torch's five element-wise calls cost ~5 times as much inside a running core)."""
-    import torch
-
-    values, scales = quantize_rows(x.numpy())
-    return torch.from_numpy(values), torch.from_numpy(scales)
-
-
 def quantize_rows(x: F32) -> tuple[npt.NDArray[np.int8], F32]:
-    """``(int8 values, float32 scales)`` of the rows of ``x`` (numpy arrays; see :func:`_quantize`)."""
+    """``(int8 values, float32 scales)`` of the rows of ``x``: ``x ≈ scales[:, None] · values``; one
+    compiled pass (torch's five element-wise calls cost ~5 times as much inside a running core)."""
     rows = np.ascontiguousarray(x, np.float32)
     values, scales = np.empty(rows.shape, np.int8), np.empty(len(rows), np.float32)
     _quantize_rows(rows, values, scales)
