@@ -3,13 +3,13 @@
 For every published item of every request, in one batched product: the contribution of each
 platform profile (its fused weight × the cosine of its direction with the item), the best platform,
 and among that platform's newest items the (up to) three most similar to the item.  The arrays are
-computed for the whole group; Python only builds the published dicts, flat over every item.
+computed for the whole group; Python only builds the published dicts, in one pass over every item
+(each platform's recent rows are flattened once, not request by request).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,36 +22,31 @@ from fusionrec.pipeline.requests import EXPLAIN_RECENT, RequestBatch
 __all__ = ["explain", "BECAUSE_OF"]
 
 BECAUSE_OF = 3
-
-I64 = npt.NDArray[np.int64]
-
-
-def _ids(names: Sequence[str], rows: I64) -> list[str]:
-    return [names[r] for r in rows.tolist()]
+HISTORY = "similar_to_history"
 
 
 def _recent(reqs: RequestBatch, store: ItemStore, platforms: tuple[str, ...]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
     """``(B, P·R, d)`` vectors of every request's newest items per platform, which slots hold one, and
     their ids ``(B, P, R)`` (None where empty)."""
-    n_b, n_p = len(reqs), len(platforms)
-    vectors = np.zeros((n_b * n_p * EXPLAIN_RECENT, store.dim), np.float32)
-    ok = np.zeros(n_b * n_p * EXPLAIN_RECENT, bool)
-    ids = np.full(n_b * n_p * EXPLAIN_RECENT, None, object)
-    for j, name in enumerate(platforms):
-        flat: list[int] = []
-        src: list[int] = []
-        for b in range(n_b):
-            rows = reqs.recent[b][j]
-            if rows:
-                at = (b * n_p + j) * EXPLAIN_RECENT
-                flat.extend(range(at, at + len(rows)))
-                src.extend(rows)
-        if src:
-            items = store.platforms[name]
-            vectors[flat] = items.vectors[src]
-            ok[flat] = True
-            ids[flat] = [items.ids[r] for r in src]
-    return vectors.reshape(n_b, n_p * EXPLAIN_RECENT, store.dim), ok.reshape(n_b, n_p, EXPLAIN_RECENT), ids.reshape(n_b, n_p, EXPLAIN_RECENT)
+    n_b, n_p, n_r = len(reqs), len(platforms), EXPLAIN_RECENT
+    vectors = np.zeros((n_b, n_p, n_r, store.dim), np.float32)
+    ok = np.zeros((n_b, n_p, n_r), bool)
+    ids = np.full((n_b, n_p, n_r), None, object)
+    slots = np.arange(n_r)
+    for j, per_request in enumerate(zip(*reqs.recent)):
+        lengths = np.fromiter(map(len, per_request), np.int64, n_b)
+        total = int(lengths.sum())
+        if not total:
+            continue
+        # the rows of request b fill its first lengths[b] slots: one boolean mask, row-major like the flat list
+        filled = slots < lengths[:, None]
+        src = np.fromiter(itertools.chain.from_iterable(per_request), np.int64, total)
+        items = store.platforms[platforms[j]]
+        vectors[:, j][filled] = items.vectors[src]
+        ok[:, j] = filled
+        names = items.ids
+        ids[:, j][filled] = [names[r] for r in src.tolist()]
+    return vectors.reshape(n_b, n_p * n_r, store.dim), ok, ids
 
 
 def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str, platforms: tuple[str, ...]) -> list[list[dict[str, Any]]]:
@@ -77,21 +72,17 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     published = chosen.rows >= 0  # a valid prefix of each row
     at = np.nonzero(published)
     lengths = published.sum(axis=1).tolist()
-    item_ids = _ids(items.ids, chosen.rows[at])
-    scores = chosen.scores.round(6)[at].tolist()
-    explored = chosen.explored[at].tolist()
-    reasons = _history_reasons(platforms, best[at].tolist(), contribution[at].tolist(), because[at].tolist(), n_valid[at].tolist())
+    names = items.ids
+    flat = [
+        {"item_id": names[r], "score": s, "platform": platform, "reason": {"kind": HISTORY, "platform": platforms[j], "contribution": c, "because_of": ids[:n]} if n else {"kind": HISTORY, "platform": platforms[j], "contribution": c}, "explored": e}
+        for r, s, e, j, c, ids, n in zip(
+            chosen.rows[at].tolist(), chosen.scores.round(6)[at].tolist(), chosen.explored[at].tolist(),
+            best[at].tolist(), contribution[at].tolist(), because[at].tolist(), n_valid[at].tolist(),
+        )
+    ]  # fmt: skip
     bounds = [0, *itertools.accumulate(lengths)]
     for b in np.flatnonzero(~reqs.present.any(axis=1)).tolist():  # nothing known of the person: the item they touched
-        start, stop = bounds[b], bounds[b + 1]
-        reasons[start:stop] = [{"kind": "similar_to_last_item", "platform": platform, "because_of": [reqs.touched[b]]}] * (stop - start)
-    flat = [{"item_id": i, "score": s, "platform": platform, "reason": r, "explored": e} for i, s, r, e in zip(item_ids, scores, reasons, explored)]
+        last_item = {"kind": "similar_to_last_item", "platform": platform, "because_of": [reqs.touched[b]]}
+        for item in flat[bounds[b] : bounds[b + 1]]:
+            item["reason"] = last_item
     return [flat[start:stop] for start, stop in zip(bounds, bounds[1:])]
-
-
-def _history_reasons(platforms: tuple[str, ...], best: list[int], contribution: list[float], because: list[list[str | None]], n_valid: list[int]) -> list[dict[str, Any]]:
-    kind = "similar_to_history"
-    return [
-        {"kind": kind, "platform": platforms[j], "contribution": c, "because_of": ids if n == BECAUSE_OF else ids[:n]} if n else {"kind": kind, "platform": platforms[j], "contribution": c}
-        for j, c, ids, n in zip(best, contribution, because, n_valid)
-    ]
