@@ -111,9 +111,8 @@ def add_cooc_scores(model: PlatformModel, seqs: Sequence[Sequence[int]], scores:
     ``column`` is -1 are skipped), feature by feature, by the compiled loop of
     :mod:`~fusionrec.learner.cooc_kernel`: no sparse product is built (building, slicing and scattering
     it cost more than the sums)."""
-    w = model.weights
-    for feature, starts, counts, idx, values in _sums(model, seqs):
-        cooc_kernel.add_sums(starts, counts, idx, values, column, np.float32(w[feature]), scores)
+    weight = model.weights[[COOC_LAST, COOC_WINDOW, COOC_KNN]].astype(np.float32)
+    cooc_kernel.add_sums(*_sums(model, seqs), column, weight, scores)
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
@@ -142,37 +141,33 @@ def top_per_row(m: sp.csr_matrix, k: int) -> tuple[F32, I64]:
 def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64, f: npt.NDArray[np.float64]) -> None:
     """``f[r, c, feature] =`` the co-occurrence feature of request ``r`` at item ``cols[r, c]`` (0 where
     none), by the compiled loop of :mod:`~fusionrec.learner.cooc_kernel`."""
-    out = np.zeros(f.shape, np.float32)
-    acc, mark = np.zeros(max(model.n, 1), np.float32), np.zeros(max(model.n, 1), bool)
+    out = np.zeros((*cols.shape, 3), np.float32)
+    acc, mark = np.zeros((max(model.n, 1), 3), np.float32), np.zeros(max(model.n, 1), bool)
     cols = np.ascontiguousarray(cols)  # one layout, one compiled variant (tiny concatenations come out in F order)
-    for feature, starts, counts, idx, values in _sums(model, seqs):
-        cooc_kernel.gather_sums(starts, counts, idx, values, cols, feature, out, acc, mark)
-        f[:, :, feature] = out[:, :, feature]
+    cooc_kernel.gather_sums(*_sums(model, seqs), cols, out, acc, mark)
+    f[:, :, [COOC_LAST, COOC_WINDOW, COOC_KNN]] = out
 
 
-def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> Iterator[tuple[int, I64, I64, I64, F32]]:
-    """Per co-occurrence feature: ``(feature, starts, counts, items, log1p values)`` of every request's
-    non-zero entries (the three summed in one compiled pass over the rows, then numpy's ``log1p``
-    over each feature's values at once)."""
+def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[I64, I64, I64, F32]:
+    """``(starts, counts, items, log1p values)`` of every request's entries: each item its recent items'
+    rows reach, once, with its ``(last, window, knn)`` features side by side (0 for a feature whose items
+    do not reach it) — the three summed in one compiled pass over the rows, then numpy's ``log1p``
+    over every value at once."""
     items, level, w_win, w_knn = _feature_inputs(model, seqs)
     b_ptr, _, _, r_ptr, _, _ = parts = model.cooc_parts
     at = np.maximum(items, 0)
     held = np.where(items >= 0, b_ptr[at + 1] - b_ptr[at] + r_ptr[at + 1] - r_ptr[at], 0)
-    starts = np.zeros((3, len(items)), np.int64)
-    outs = []
-    for f, fed in enumerate((level == 2, level >= 1, level >= 0)):  # last, window, knn: the rows each feature reads
-        room = np.minimum(np.where(fed, held, 0).sum(axis=1), model.n)
-        np.cumsum(room[:-1], out=starts[f, 1:])
-        total = int(starts[f, -1] + room[-1]) if len(room) else 0
-        outs += [np.empty(total, np.int64), np.zeros(total, np.float32)]
-    counts = np.zeros((3, len(items)), np.int64)
+    room = np.minimum(held.sum(axis=1), model.n)
+    starts = np.zeros(len(items), np.int64)
+    np.cumsum(room[:-1], out=starts[1:])
+    total = int(starts[-1] + room[-1]) if len(room) else 0
+    idx, values = np.empty(total, np.int64), np.zeros((total, 3), np.float32)
+    counts = np.zeros(len(items), np.int64)
     acc = np.zeros((max(model.n, 1), 3), np.float32)
     mark, touched = np.zeros(max(model.n, 1), bool), np.empty(max(model.n, 1), np.int64)
-    cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, *outs, acc, mark, touched)
-    for f, feature in enumerate((COOC_LAST, COOC_WINDOW, COOC_KNN)):
-        idx, values = outs[2 * f], outs[2 * f + 1]
-        np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
-        yield feature, starts[f], counts[f], idx, values
+    cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, idx, values, acc, mark, touched)
+    np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
+    return starts, counts, idx, values
 
 
 def _feature_inputs(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[I64, I64, F32, F32]:

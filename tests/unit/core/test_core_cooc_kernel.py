@@ -62,14 +62,13 @@ def test_compiled_sums_equal_the_sparse_products_to_the_bit(case: tuple[int, int
     seqs = [list(dict.fromkeys(s)) for s in raw]  # a person's sequence holds an item once; rows >= n are unknown to the model
     m = len(seqs)
     want = {feature: dense(m, n, indptr, cols, values) for feature, indptr, cols, values in _feature_parts(model, seqs)}
-    got = {}
-    for feature, starts, counts, idx, values in _sums(model, seqs):
-        out = np.zeros((m, n), np.float32)
-        for r in range(m):
-            entries = slice(starts[r], starts[r] + counts[r])
-            assert len(set(idx[entries].tolist())) == counts[r]  # an item once per request
-            out[r, idx[entries]] = values[entries]
-        got[feature] = out
+    starts, counts, idx, values = _sums(model, seqs)
+    got = {feature: np.zeros((m, n), np.float32) for feature in (COOC_LAST, COOC_WINDOW, COOC_KNN)}
+    for r in range(m):
+        entries = slice(starts[r], starts[r] + counts[r])
+        assert len(set(idx[entries].tolist())) == counts[r]  # an item once per request
+        for f, feature in enumerate((COOC_LAST, COOC_WINDOW, COOC_KNN)):
+            got[feature][r, idx[entries]] = values[entries, f]
     assert set(got) == set(want) == {COOC_LAST, COOC_WINDOW, COOC_KNN}
     for feature in want:
         np.testing.assert_array_equal(got[feature], want[feature])
