@@ -17,7 +17,7 @@ speed nor to the bit; then :func:`add_sums` adds ``weight ·`` them into dense s
 :func:`gather_sums` reads them at given items (training), each in one pass for the three features
 (one per feature, with each feature's own list of items, cost 40 % more).  The ``acc`` ``(n, 3)``
 float32 scratch and ``mark`` bool scratch of the platform's ``n`` items are all zero / False and
-are left so; ``touched`` is an int64 scratch of ``n``.
+are left so; ``touched`` is an int64 scratch of ``n + 1`` (written one past what it keeps).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ I32 = npt.NDArray[np.int32]
 
 @numba.njit(cache=True, nogil=True)
 def _sum_levels(items, level, w_win, w_knn, m, ptr, idx, val, acc, mark, touched, n_touched):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    # No branch depends on the data: half the entries are an item's first touch, in no predictable
+    # order, and a mispredicted "first time?" branch per entry cost a third of the pass (700k events of
+    # history, 1,800 entries a request: 14.9 -> 9.4 µs); the feature level is fixed per row, so each
+    # level gets its own loop.
     for slot in range(items.shape[1]):
         j = items[m, slot]
         if j < 0:
@@ -42,18 +46,33 @@ def _sum_levels(items, level, w_win, w_knn, m, ptr, idx, val, acc, mark, touched
         lv = level[m, slot]
         wk = w_knn[m, slot]
         ww = w_win[m, slot]
-        for p in range(ptr[j], ptr[j + 1]):
-            i = idx[p]
-            if not mark[i]:
+        lo, hi = ptr[j], ptr[j + 1]
+        if lv == 0:
+            for p in range(lo, hi):
+                i = idx[p]
+                touched[n_touched] = i  # kept only if new: the count moves past it then
+                n_touched += not mark[i]
                 mark[i] = True
+                acc[i, 2] += wk * val[p]
+        elif lv == 1:
+            for p in range(lo, hi):
+                i = idx[p]
                 touched[n_touched] = i
-                n_touched += 1
-            v = val[p]
-            acc[i, 2] += wk * v
-            if lv >= 1:
+                n_touched += not mark[i]
+                mark[i] = True
+                v = val[p]
+                acc[i, 2] += wk * v
                 acc[i, 1] += ww * v
-                if lv == 2:
-                    acc[i, 0] += v  # the last item's weight is 1
+        else:
+            for p in range(lo, hi):
+                i = idx[p]
+                touched[n_touched] = i
+                n_touched += not mark[i]
+                mark[i] = True
+                v = val[p]
+                acc[i, 2] += wk * v
+                acc[i, 1] += ww * v
+                acc[i, 0] += v  # the last item's weight is 1
     return n_touched
 
 

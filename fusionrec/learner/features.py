@@ -164,7 +164,7 @@ def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[I64, I64
     idx, values = np.empty(total, np.int64), np.zeros((total, 3), np.float32)
     counts = np.zeros(len(items), np.int64)
     acc = np.zeros((max(model.n, 1), 3), np.float32)
-    mark, touched = np.zeros(max(model.n, 1), bool), np.empty(max(model.n, 1), np.int64)
+    mark, touched = np.zeros(max(model.n, 1), bool), np.empty(max(model.n, 1) + 1, np.int64)  # + 1: the kernel writes one past the items it keeps
     cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, idx, values, acc, mark, touched)
     np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
     return starts, counts, idx, values

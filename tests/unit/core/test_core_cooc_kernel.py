@@ -1,15 +1,21 @@
 """The compiled co-occurrence sums (``fusionrec.learner.cooc_kernel``, used by ``learner.features``) give
 the sparse product's features to the bit: the same float32 sums, the same ``log1p``, the same entries
 (none where a sum is 0), on random matrices with a recent part or without, sequences with items the
-published model does not know yet, and empty ones."""
+published model does not know yet, and empty ones; and, compiled with bounds checks, on rows that reach
+every item more than once (the pass writes its scratch one past the items it keeps)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numba
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fusionrec.learner import cooc_kernel
 from fusionrec.learner.features import _feature_parts, _sums, add_cooc_scores, features_at
 from fusionrec.learner.model import COOC_KNN, COOC_LAST, COOC_WINDOW, N_FEATURES, PlatformModel
 
@@ -72,6 +78,25 @@ def test_compiled_sums_equal_the_sparse_products_to_the_bit(case: tuple[int, int
     assert set(got) == set(want) == {COOC_LAST, COOC_WINDOW, COOC_KNN}
     for feature in want:
         np.testing.assert_array_equal(got[feature], want[feature])
+
+
+def test_rows_that_reach_every_item_twice_stay_in_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dense rows: the first item's row reaches all ``n`` items, so every later entry is a repeat and
+    the branch-free pass writes its ``touched`` scratch at index ``n``; compiled with bounds checks, a
+    scratch one short raises instead of writing past its end."""
+    monkeypatch.setattr(cooc_kernel, "_sum_levels", numba.njit(boundscheck=True)(cooc_kernel._sum_levels.py_func))
+    monkeypatch.setattr(cooc_kernel, "three_sums", numba.njit(boundscheck=True)(cooc_kernel.three_sums.py_func))
+    full = sp.csr_matrix(np.full((6, 6), 0.5, np.float32))
+    model = dataclasses.replace(model_of(np.random.default_rng(7), 6, 0.1, True), cooc_base=full, cooc_recent=full)
+    seqs = [[0, 1, 2, 3, 4, 5], [2, 4]]
+    want = {feature: dense(2, 6, indptr, cols, values) for feature, indptr, cols, values in _feature_parts(model, seqs)}
+    starts, counts, idx, values = _sums(model, seqs)
+    assert counts.tolist() == [6, 6]
+    for f, feature in enumerate((COOC_LAST, COOC_WINDOW, COOC_KNN)):
+        got = np.zeros((2, 6), np.float32)
+        for r in range(2):
+            got[r, idx[starts[r] : starts[r] + counts[r]]] = values[starts[r] : starts[r] + counts[r], f]
+        np.testing.assert_array_equal(got, want[feature])
 
 
 @settings(max_examples=30, deadline=None)
