@@ -121,21 +121,20 @@ def add_sums(starts, counts, out_idx, out_val, column, weight, scores):  # type:
 
 
 @numba.njit(cache=True, nogil=True)
-def gather_sums(starts, counts, out_idx, out_val, cols, out, acc, mark):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def gather_sums(starts, counts, out_idx, out_val, cols, out, acc):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """``out[m, c, f] =`` request ``m``'s value of feature ``f`` at item ``cols[m, c]``, 0 where it has none;
-    ``acc`` is ``(n, 3)`` scratch (zero, left so)."""
+    ``acc`` is ``(n, 3)`` scratch (zero, left so).  An item without an entry reads acc's 0: no test of
+    whether it has one (the sampled items are in no order a branch could predict)."""
     n = acc.shape[0]
     for m in range(starts.shape[0]):
         lo, hi = starts[m], starts[m] + counts[m]
         for k in range(lo, hi):
             i = out_idx[k]
             acc[i, 0], acc[i, 1], acc[i, 2] = out_val[k, 0], out_val[k, 1], out_val[k, 2]
-            mark[i] = True
         for c in range(cols.shape[1]):
             i = cols[m, c]
-            if 0 <= i < n and mark[i]:
+            if 0 <= i < n:
                 out[m, c, 0], out[m, c, 1], out[m, c, 2] = acc[i, 0], acc[i, 1], acc[i, 2]
         for k in range(lo, hi):
             i = out_idx[k]
             acc[i, 0] = acc[i, 1] = acc[i, 2] = 0.0
-            mark[i] = False

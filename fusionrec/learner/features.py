@@ -142,9 +142,9 @@ def _gather_cooc(model: PlatformModel, seqs: Sequence[Sequence[int]], cols: I64,
     """``f[r, c, feature] =`` the co-occurrence feature of request ``r`` at item ``cols[r, c]`` (0 where
     none), by the compiled loop of :mod:`~fusionrec.learner.cooc_kernel`."""
     out = np.zeros((*cols.shape, 3), np.float32)
-    acc, mark = np.zeros((max(model.n, 1), 3), np.float32), np.zeros(max(model.n, 1), bool)
+    acc = np.zeros((max(model.n, 1), 3), np.float32)
     cols = np.ascontiguousarray(cols)  # one layout, one compiled variant (tiny concatenations come out in F order)
-    cooc_kernel.gather_sums(*_sums(model, seqs), cols, out, acc, mark)
+    cooc_kernel.gather_sums(*_sums(model, seqs), cols, out, acc)
     f[:, :, [COOC_LAST, COOC_WINDOW, COOC_KNN]] = out
 
 
