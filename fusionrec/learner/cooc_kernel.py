@@ -82,13 +82,16 @@ def three_sums(items, level, w_win, w_knn, b_ptr, b_idx, b_val, r_ptr, r_idx, r_
     request's recent items in increasing row order (-1: none), ``level`` says which features an item
     feeds (0: the whole sequence, 1: and the window, 2: and the last item), ``w_win``/``w_knn`` its
     weights in those.  Each feature still sums its own items in the same order, to the same bits.
-    Request ``m``'s entries go to ``out_idx``/``out_val`` from ``starts[m]`` on, ``counts[m]`` of them:
-    every item its rows reach, once, with its three sums (``out_val[k]``: last, window, knn ×
-    ``scale``; 0 where a feature's items do not reach it); ``acc`` is ``(n, 3)`` scratch (zero, left so)."""
+    Request ``m``'s entries go to ``out_idx``/``out_val`` from ``starts[m]`` on, ``counts[m]`` of them,
+    each request's right after the previous one's (the arrays must hold every entry that the rows could
+    reach); returns how many were written in all.  An entry is an item the request's rows reach, once,
+    with its three sums (``out_val[k]``: last, window, knn × ``scale``; 0 where a feature's items do not
+    reach it); ``acc`` is ``(n, 3)`` scratch (zero, left so)."""
+    k = 0
     for m in range(items.shape[0]):
         n_touched = _sum_levels(items, level, w_win, w_knn, m, b_ptr, b_idx, b_val, acc, mark, touched, 0)
         n_touched = _sum_levels(items, level, w_win, w_knn, m, r_ptr, r_idx, r_val, acc, mark, touched, n_touched)
-        k = starts[m]
+        starts[m] = k
         for t in range(n_touched):
             i = touched[t]
             mark[i] = False
@@ -102,6 +105,7 @@ def three_sums(items, level, w_win, w_knn, b_ptr, b_idx, b_val, r_ptr, r_idx, r_
             acc[i, 2] = 0.0
             k += 1
         counts[m] = n_touched
+    return k
 
 
 @numba.njit(cache=True, nogil=True)

@@ -11,6 +11,7 @@ same feature values, to the bit.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -49,10 +50,10 @@ def _newest_known(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> I64:
     """``(M, KNN_HISTORY)``: each request's newest items first, -1 where it has fewer or the published
     model does not know the row yet."""
     pad = np.full((len(seqs), KNN_HISTORY), -1, np.int64)
-    for b, seq in enumerate(seqs):
-        if seq:
-            tail = seq[-KNN_HISTORY:][::-1]
-            pad[b, : len(tail)] = tail
+    tails = [seq[: -KNN_HISTORY - 1 : -1] for seq in seqs]
+    lengths = np.fromiter(map(len, tails), np.int64, len(tails))
+    # one masked assignment for the batch (row-major, as the flat list runs): not one per request
+    pad[np.arange(KNN_HISTORY) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(tails), np.int64, int(lengths.sum()))
     pad[pad >= model.n] = -1
     return pad
 
@@ -157,16 +158,14 @@ def _sums(model: PlatformModel, seqs: Sequence[Sequence[int]]) -> tuple[I64, I64
     b_ptr, _, _, r_ptr, _, _ = parts = model.cooc_parts
     at = np.maximum(items, 0)
     held = np.where(items >= 0, b_ptr[at + 1] - b_ptr[at] + r_ptr[at + 1] - r_ptr[at], 0)
-    room = np.minimum(held.sum(axis=1), model.n)
-    starts = np.zeros(len(items), np.int64)
-    np.cumsum(room[:-1], out=starts[1:])
-    total = int(starts[-1] + room[-1]) if len(room) else 0
-    idx, values = np.empty(total, np.int64), np.zeros((total, 3), np.float32)
-    counts = np.zeros(len(items), np.int64)
+    room = int(np.minimum(held.sum(axis=1), model.n).sum())  # each request reaches at most every item once
+    idx, values = np.empty(room, np.int64), np.empty((room, 3), np.float32)
+    starts, counts = np.zeros(len(items), np.int64), np.zeros(len(items), np.int64)
     acc = np.zeros((max(model.n, 1), 3), np.float32)
     mark, touched = np.zeros(max(model.n, 1), bool), np.empty(max(model.n, 1) + 1, np.int64)  # + 1: the kernel writes one past the items it keeps
-    cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, idx, values, acc, mark, touched)
-    np.log1p(values, out=values)  # slots past a request's count hold 0 and stay 0
+    used = cooc_kernel.three_sums(items, level, w_win, w_knn, *parts, model.inv_count, starts, counts, idx, values, acc, mark, touched)
+    idx, values = idx[:used], values[:used]
+    np.log1p(values, out=values)
     return starts, counts, idx, values
 
 
