@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fusionrec.learner.csr_add import add_triples
+from fusionrec.learner.csr_cut import cut_rows
 from fusionrec.learner.features import add_cooc_scores, features_at
 from fusionrec.learner.model import N_FEATURES, PlatformModel
 from fusionrec.pipeline.precision import quantize_rows
@@ -38,6 +39,7 @@ def compile_kernels() -> float:
     features_at(model, vectors, queries, queries, queries, seqs, np.array([1, 3, 6], np.int64), np.array([0, 2, 5, 7], np.int64))
     add_triples(model.cooc_recent, np.array([0, 0], np.int64), np.array([1, 1], np.int64), np.ones(2, np.float32))
     quantize_rows(vectors)
+    cut_rows(model.cooc_base, 1)
     return time.perf_counter() - start
 
 

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from fusionrec.learner.csr_add import add_triples
+from fusionrec.learner.csr_cut import cut_rows
 
 __all__ = ["InteractionStats", "PlatformStats", "Cooc", "WINDOW", "BACKWARD", "POP_HALF_LIVES_S"]
 
@@ -98,17 +99,13 @@ class Cooc:
 
 
 def strongest(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """``m`` with each row cut to its ``k`` largest values (``k`` <= 0: all of them)."""
-    lengths = np.diff(m.indptr)
-    if k <= 0 or lengths.max(initial=0) <= k:
+    """``m`` with each row cut to its ``k`` largest values, the lower column winning a tie (``k`` <= 0:
+    all of them)."""
+    if k <= 0 or np.diff(m.indptr).max(initial=0) <= k:
         return m
-    rows = np.repeat(np.arange(m.shape[0]), lengths)
-    order = np.lexsort((-m.data, rows))  # by row, largest first
-    rank = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
-    keep = order[rank < k]
-    out = sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape, dtype=np.float32)
-    out.sort_indices()
-    return out
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    return cut_rows(m, k)
 
 
 def _from_triples(n: int, src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], val: npt.NDArray[np.float32]) -> sp.csr_matrix:

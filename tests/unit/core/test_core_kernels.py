@@ -13,12 +13,12 @@ SCRIPT = textwrap.dedent(
     import random
     from fusionrec.contracts import BehaviorEvent
     from fusionrec.kernels import compile_kernels
-    from fusionrec.learner import cooc_kernel, csr_add
+    from fusionrec.learner import cooc_kernel, csr_add, csr_cut
     from fusionrec.pipeline import precision
     from fusionrec import topk
     from tests.fakes import DictStates, build_core, catalog
 
-    KERNELS = [topk._top_k_rows, cooc_kernel.three_sums, cooc_kernel.add_sums, cooc_kernel.gather_sums, csr_add._merge, precision._quantize_rows]
+    KERNELS = [topk._top_k_rows, cooc_kernel.three_sums, cooc_kernel.add_sums, cooc_kernel.gather_sums, csr_add._merge, csr_cut._cut, precision._quantize_rows]
 
     def signatures():
         return [set(k.signatures) for k in KERNELS]

@@ -399,6 +399,31 @@ def test_cooc_folds_recent_into_base_when_it_passes_a_quarter() -> None:
     assert (cooc.base + cooc.recent).sum() == pytest.approx(total + 500)
 
 
+def _strongest_by_sorting(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """The definition: every entry sorted by (row, -value), stable, then the first ``k`` of each row."""
+    lengths = np.diff(m.indptr)
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    order = np.lexsort((-m.data, rows))
+    rank = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
+    keep = order[rank < k]
+    out = sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape, dtype=np.float32)
+    out.sort_indices()
+    return out
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(rows=st.integers(1, 8), cols=st.integers(1, 40), density=st.floats(0, 1), k=st.integers(1, 12), seed=st.integers(0, 2**31))
+def test_strongest_breaks_ties_towards_the_lower_column_as_a_stable_sort_does(rows: int, cols: int, density: float, k: int, seed: int) -> None:
+    """The compiled cut keeps exactly the entries a stable sort by value keeps (small integer values: many ties)."""
+    rng = np.random.default_rng(seed)
+    m = sp.csr_matrix(np.where(rng.random((rows, cols)) < density, rng.integers(1, 4, (rows, cols)), 0).astype(np.float32))
+    got, want = strongest(m, k), _strongest_by_sorting(m, k)
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert got.dtype == np.float32
+
+
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(rows=st.integers(1, 8), cols=st.integers(1, 40), density=st.floats(0, 1), k=st.integers(0, 12), seed=st.integers(0, 2**31))
 def test_strongest_keeps_each_rows_k_largest_values(rows: int, cols: int, density: float, k: int, seed: int) -> None:
