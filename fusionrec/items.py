@@ -41,6 +41,7 @@ class PlatformItems:
         self.name = name
         self.dim = dim
         self.ids: list[str] = []
+        self.names = np.zeros(0, object)  # the ids again, as an array: many picked by one fancy index
         self.vectors = np.zeros((0, dim), np.float32)
         self.hashes = np.zeros(0, np.uint64)
         self.alive = np.zeros(0, bool)
@@ -61,7 +62,7 @@ class PlatformItems:
         if rows <= cap:
             return
         cap = max(rows, 2 * cap, 64)
-        for name, fill in (("vectors", 0.0), ("hashes", 0), ("alive", False)):
+        for name, fill in (("vectors", 0.0), ("hashes", 0), ("alive", False), ("names", None)):
             old = getattr(self, name)
             new = np.full((cap, *old.shape[1:]), fill, old.dtype)
             new[: len(old)] = old
@@ -77,6 +78,7 @@ class PlatformItems:
                 self.row_of[item] = row
             rows[j] = row
         self._reserve(len(self.ids))
+        self.names[rows] = item_ids
         self.vectors[rows] = vectors
         self.hashes[rows] = np.fromiter((stable_hash(i) for i in item_ids), np.uint64, len(item_ids))
         self.live += int((~self.alive[rows]).sum())

@@ -44,8 +44,7 @@ def _recent(reqs: RequestBatch, store: ItemStore, platforms: tuple[str, ...]) ->
         items = store.platforms[platforms[j]]
         vectors[:, j][filled] = items.vectors[src]
         ok[:, j] = filled
-        names = items.ids
-        ids[:, j][filled] = [names[r] for r in src.tolist()]
+        ids[:, j][filled] = items.names[src]
     return vectors.reshape(n_b, n_p * n_r, store.dim), ok, ids
 
 
@@ -72,11 +71,10 @@ def explain(chosen: Chosen, reqs: RequestBatch, store: ItemStore, platform: str,
     published = chosen.rows >= 0  # a valid prefix of each row
     at = np.nonzero(published)
     lengths = published.sum(axis=1).tolist()
-    names = items.ids
     flat = [
-        {"item_id": names[r], "score": s, "platform": platform, "reason": {"kind": HISTORY, "platform": platforms[j], "contribution": c, "because_of": ids[:n]} if n else {"kind": HISTORY, "platform": platforms[j], "contribution": c}, "explored": e}
-        for r, s, e, j, c, ids, n in zip(
-            chosen.rows[at].tolist(), chosen.scores.round(6)[at].tolist(), chosen.explored[at].tolist(),
+        {"item_id": i, "score": s, "platform": platform, "reason": {"kind": HISTORY, "platform": platforms[j], "contribution": c, "because_of": ids if n == BECAUSE_OF else ids[:n]} if n else {"kind": HISTORY, "platform": platforms[j], "contribution": c}, "explored": e}
+        for i, s, e, j, c, ids, n in zip(
+            items.names[chosen.rows[at]].tolist(), chosen.scores.round(6)[at].tolist(), chosen.explored[at].tolist(),
             best[at].tolist(), contribution[at].tolist(), because[at].tolist(), n_valid[at].tolist(),
         )
     ]  # fmt: skip
