@@ -152,7 +152,7 @@ def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
 
     from fusionrec.evaluation.sasrec import SASRecConfig
 
-    kinds = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    kinds = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
     parsers = {f.name: kinds[str(f.type)] for f in fields(SASRecConfig) if str(f.type) in kinds}
     return name_value_params(pairs, "--sasrec-param", parsers)
 

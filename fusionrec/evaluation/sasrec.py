@@ -32,6 +32,13 @@ What it follows, and why (the reference implementations are the paper's code and
   items to their learned embeddings), so a new item scores like trained items with similar text,
   shrunk towards the mean.  An item with no text vector is ranked below every other item.  They are
   kept out of the training softmax (no gradient ever reaches them).
+- **Items through their text** (``item_text``, the UniSRec family's item side; off by default, so
+  the baseline stays the paper's SASRec): ``"add"`` represents an item by its ID embedding plus a
+  learned adaptor of its frozen text vector, ``"only"`` by the adaptor alone (no ID embedding: every
+  item, trained or not, is its text).  The adaptor is UniSRec's parametric whitening, ``(t - b) W``,
+  as a mixture of ``text_experts`` of them gated by a softmax over a linear map of ``t``.  The same
+  representation feeds the sequence and scores the items (tied); an item absent from training gets
+  the adaptor's vector (its ID embedding stays zero), no ridge fit.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, top_items
 from fusionrec.items import ItemStore as Catalog
 
@@ -62,6 +70,7 @@ INIT_STD = 0.02
 RIDGE_LAMBDA = 1.0  # regularisation of the text → embedding map for untrained items (unit text vectors)
 VALID_CHUNK = 1024  # users scored at once in validation and ranking
 NDCG_K = 10
+ITEM_TEXT = ("off", "add", "only")
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,14 @@ class SASRecConfig:
     # torch threads for training (0: every core).  On a machine shared with other jobs, one thread
     # trained 3× faster than two here: OpenMP threads wait for each other whenever one is descheduled
     threads: int = 0
+    item_text: str = "off"  # "off": ID embeddings; "add": ID + text adaptor; "only": text adaptor
+    text_experts: int = 1  # whitening adaptors in the mixture (item_text "add" or "only")
+
+    def __post_init__(self) -> None:
+        if self.item_text not in ITEM_TEXT:
+            raise ConfigError(f"item_text must be one of {', '.join(ITEM_TEXT)}; got {self.item_text!r}")
+        if self.text_experts < 1:
+            raise ConfigError(f"text_experts must be at least 1; got {self.text_experts}")
 
     @property
     def ffn(self) -> int:
@@ -137,13 +154,37 @@ class Block(nn.Module):
         return x + self.drop(self.ff2(self.drop(nn.functional.gelu(self.ff1(self.norm2(x))))))
 
 
+class TextAdaptor(nn.Module):
+    """A mixture of parametric whitenings, ``Σ_e g_e(t) (t - b_e) W_e`` with ``g = softmax(t G)``:
+    frozen text vectors (T, text_dim) → item representations (T, dim)."""
+
+    def __init__(self, text_dim: int, dim: int, experts: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(experts, text_dim))
+        self.weight = nn.Parameter(torch.empty(experts, text_dim, dim))
+        self.gate = nn.Linear(text_dim, experts, bias=False) if experts > 1 else None
+        nn.init.normal_(self.weight, 0.0, INIT_STD)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        if self.gate is None:
+            return (text - self.bias[0]) @ self.weight[0]
+        each = torch.einsum("ted,edk->tek", text[:, None, :] - self.bias[None], self.weight)
+        return (self.gate(text).softmax(-1)[..., None] * each).sum(1)
+
+
 class SASRec(nn.Module):
     """The network: (B, L) item indices, right-padded with 0, → (B, L, dim) causal hidden states."""
 
-    def __init__(self, n_items: int, n_platforms: int, cfg: SASRecConfig) -> None:
+    def __init__(self, n_items: int, n_platforms: int, cfg: SASRecConfig, text: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
+        self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0) if cfg.item_text != "only" else None
+        self.adaptor: TextAdaptor | None = None
+        if cfg.item_text != "off":
+            if text is None or text.shape[0] != n_items + 1:
+                raise ValueError("item_text needs the (n_items + 1, text_dim) text vectors, row 0 the padding")
+            self.register_buffer("text", text, persistent=False)
+            self.adaptor = TextAdaptor(text.shape[1], cfg.dim, cfg.text_experts)
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
         # the target platform as an input: only where there is a choice of platform
         self.platform = nn.Embedding(n_platforms, cfg.dim) if n_platforms > 1 else None
@@ -160,16 +201,28 @@ class SASRec(nn.Module):
                 nn.init.normal_(module.weight, 0.0, INIT_STD)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
-        with torch.no_grad():
-            self.item.weight[0].zero_()
+        if self.item is not None:
+            with torch.no_grad():
+                self.item.weight[0].zero_()
 
-    def forward(self, seqs: torch.Tensor, next_platform: torch.Tensor | None = None) -> torch.Tensor:
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, dim): every item's representation, the input and the scoring vector (tied)."""
+        if self.adaptor is None:
+            assert self.item is not None
+            return self.item.weight
+        table = self.adaptor(self.text)
+        return table if self.item is None else table + self.item.weight
+
+    def forward(
+        self, seqs: torch.Tensor, next_platform: torch.Tensor | None = None, table: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``table``: :meth:`item_table`, when the caller computed it already (once per training step)."""
         L = seqs.shape[1]
         # positions count back from the last item, as in the paper's left-padded frame: the query
         # position at ranking time is always position 0, the one every training window trains
         length = (seqs > 0).sum(1, keepdim=True)
         back = (length - 1 - torch.arange(L, device=seqs.device)[None]).clamp(min=0)
-        h = self.item(seqs) + self.pos(back)
+        h = (self.item_table() if table is None else table)[seqs] + self.pos(back)
         if self.platform is not None and next_platform is not None:
             h = h + self.platform(next_platform)
         h = self.drop(self.norm_in(h))
@@ -352,7 +405,11 @@ class SASRecBaseline(Baseline):
             p: "full" if self.catalog.size(p) <= cfg.full_softmax_max else f"sampled:{cfg.negatives}+logQ"
             for p in self.platforms
         }
-        self.model = SASRec(len(self.plat_of) - 1, len(self.platforms), cfg)
+        text = torch.from_numpy(self._text_matrix()) if cfg.item_text != "off" else None
+        self.model = SASRec(len(self.plat_of) - 1, len(self.platforms), cfg, text)
+        if self.model.item is not None:
+            with torch.no_grad():  # items no sequence holds never get a gradient: no random vector either
+                self.model.item.weight[~self.trained] = 0.0
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), fused=True)
         self.time_cap_s = max(cfg.min_train_s, cfg.train_s_per_example * self.examples)
         start = time.perf_counter()
@@ -398,8 +455,9 @@ class SASRecBaseline(Baseline):
         batches = [order[b : b + self.cfg.batch_size] for b in range(0, len(order), self.cfg.batch_size)]
         for bn in rng.permutation(len(batches)):
             inputs, labels, keep = batch(win, batches[bn])
-            h = self.model(inputs, torch.from_numpy(self.plat_of[labels.numpy()]))
-            loss = self._loss(h[keep], labels[keep])
+            table = self.model.item_table()
+            h = self.model(inputs, torch.from_numpy(self.plat_of[labels.numpy()]), table)
+            loss = self._loss(h[keep], labels[keep], table)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -407,10 +465,9 @@ class SASRecBaseline(Baseline):
                 return True
         return False
 
-    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean next-item cross-entropy, each label against its own platform's (trained) items."""
-        assert self.model is not None
-        weight = self.model.item.weight
+    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Mean next-item cross-entropy, each label against its own platform's (trained) items
+        (``weight``: the items' representations, :meth:`SASRec.item_table`)."""
         plat = torch.from_numpy(self.plat_of[labels.numpy()])
         total = hidden.new_zeros(())
         for n, p in enumerate(self.platforms):
@@ -509,13 +566,14 @@ class SASRecBaseline(Baseline):
         """Scoring vectors: the learned embeddings of trained items; for the others the ridge
         prediction from their text vector (see the module docstring), or the floor without one."""
         assert self.model is not None
-        emb = self.model.item.weight.detach().clone()
+        emb = self.model.item_table().detach().clone()
         text = self._text_matrix()
         has_text = torch.from_numpy(np.linalg.norm(text, axis=1) > 0)
         fit_rows = self.trained & has_text
         untrained = ~self.trained
         untrained[0] = False
-        if bool(fit_rows.any()) and bool((untrained & has_text).any()):
+        # with an adaptor, an untrained item's vector is already its text's (its ID embedding is zero)
+        if self.model.adaptor is None and bool(fit_rows.any()) and bool((untrained & has_text).any()):
             x = torch.from_numpy(text)[fit_rows].double()
             y = emb[fit_rows].double()
             xm, ym = x.mean(0), y.mean(0)

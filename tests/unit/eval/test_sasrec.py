@@ -147,3 +147,28 @@ def test_fast_dropout_keeps_the_expected_share(p: float) -> None:
     assert abs(float(y.mean()) - 1.0) < 0.02
     drop.eval()
     assert torch.equal(drop(x), x)
+
+
+@pytest.mark.parametrize("mode", ["add", "only"])
+def test_items_through_their_text_learn_and_reach_new_items(mode: str) -> None:
+    """With the text adaptor the cyclic walk is still learned, and an item no sequence holds gets the
+    adaptor's vector: the same text, the same vector; another text, another."""
+    ids = [f"i{j}" for j in range(30)]
+    shared = unit_rows(1, seed=99)[0]
+    cat = catalog_of({"p": [*ids, "new0", "new1", "new2"]}, {"new0": shared, "new1": shared})
+    seqs = cyclic(ids, 300)
+    model = fitted(cat, seqs, SASRecConfig(**{**TINY.__dict__, "item_text": mode, "text_experts": 2}))
+    assert (model.model is not None and model.model.adaptor is not None) and (model.model.item is None) == (mode == "only")
+    requests = [BaselineRequest(f"u{u}", "p", 0.0, frozenset(s)) for u, s in enumerate(seqs)]
+    nxt = [ids[(ids.index(s[-1]) + 1) % len(ids)] for s in seqs]
+    assert np.mean([ndcg_at_k(lst, {n}, 10) for lst, n in zip(model.rank(requests, 10), nxt)]) > 0.8
+    assert model.table is not None
+    row = {i: model.table[model.vocab[i]] for i in ("new0", "new1", "new2")}
+    assert torch.equal(row["new0"], row["new1"]) and not torch.allclose(row["new0"], row["new2"])
+
+
+def test_item_text_modes_are_checked() -> None:
+    with pytest.raises(ValueError, match="item_text"):
+        SASRecConfig(item_text="both")
+    with pytest.raises(ValueError, match="text_experts"):
+        SASRecConfig(text_experts=0)
