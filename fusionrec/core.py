@@ -28,6 +28,7 @@ from fusionrec.contracts import BehaviorEvent, ItemDelete, ItemUpsert, RecItem
 from fusionrec.fusion import FusionParams
 from fusionrec.items import IndexFactory, ItemStore
 from fusionrec.learner import OnlineLearner, persistence
+from fusionrec.learner.sequence import SequenceModel
 from fusionrec.pipeline.candidates import CandidateSizes, NewBlock, find_candidates
 from fusionrec.pipeline.precision import resolve_precision
 from fusionrec.pipeline.choose import choose
@@ -184,6 +185,15 @@ class Recommender:
     def load_checkpoint(self, directory: str) -> None:
         persistence.load_state_dict(self.learner, *persistence.read(directory))
 
+    def install_sequence_model(self, model: SequenceModel | None) -> None:
+        """Serve the learned sequence model's feature (``seq``) from the next batch on; ``None`` removes
+        it.  Its weight in the ranker is learned online from then on (0 before: nothing changes)."""
+        self.fuser.sequence = None if model is None else model.aligned(self.platforms)
+
+    @property
+    def sequence_model(self) -> SequenceModel | None:
+        return self.fuser.sequence
+
     # --- catalog ------------------------------------------------------------------------------------
 
     def apply_items(self, messages: Sequence[ItemUpsert | ItemDelete]) -> None:
@@ -256,7 +266,8 @@ class Recommender:
         recent = [self.fuser.recent_rows(bs, i) for i in who.tolist()]
         consumed = [self.fuser.consumed_rows(bs, i, p) for i, p in zip(who.tolist(), platforms)]
         x = context_matrix([None] * len(persons))
-        return self.fuser.requests(bs, moment, x, seqs, recent, ids, [""] * len(persons), consumed, None)
+        journeys = [self.fuser.journey(bs, i) for i in who.tolist()]
+        return self.fuser.requests(bs, moment, x, seqs, recent, ids, [""] * len(persons), consumed, None, journeys)
 
     # --- ranking ------------------------------------------------------------------------------------
 

@@ -128,8 +128,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model:
-        raise ConfigError("--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param and --no-model need --protocol frozen")
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model or args.sequence_model or args.sequence_param:
+        raise ConfigError(
+            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --sequence-model and "
+            "--sequence-param need --protocol frozen"
+        )
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -146,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
+def sasrec_params(pairs: Sequence[str], flag: str = "--sasrec-param") -> dict[str, Any]:
     """``NAME=VALUE`` overrides of SASRecConfig fields (the grid of docs/EVALUATION.md)."""
     from dataclasses import fields
 
@@ -154,7 +157,7 @@ def sasrec_params(pairs: Sequence[str]) -> dict[str, Any]:
 
     kinds = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
     parsers = {f.name: kinds[str(f.type)] for f in fields(SASRecConfig) if str(f.type) in kinds}
-    return name_value_params(pairs, "--sasrec-param", parsers)
+    return name_value_params(pairs, flag, parsers)
 
 
 def name_value_params(pairs: Sequence[str], flag: str, parsers: dict[str, Any]) -> dict[str, Any]:
@@ -188,12 +191,16 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
 
     from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
     from fusionrec.evaluation.sasrec import SASRecConfig
+    from fusionrec.fusion import SEQUENCE_LENGTH
     from stream.compose import build_recommender
 
     others = name_value_params(args.baseline_param, "--baseline-param", {"popularity_half_life_days": float, "cooccurrence_history": int})
     overrides = sasrec_params(args.sasrec_param)
     if args.sasrec_epochs is not None:
         overrides["epochs"] = args.sasrec_epochs
+    if args.sequence_param and not args.sequence_model:
+        raise ConfigError("--sequence-param needs --sequence-model")
+    sequence = {"item_text": "only", "max_len": SEQUENCE_LENGTH, **sasrec_params(args.sequence_param, "--sequence-param")}
     options = FrozenOptions(
         split=args.split,
         keep_consumed=args.keep_consumed,
@@ -203,6 +210,8 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         model=not args.no_model,
         policy=args.policy,
         restrict_to_target_platform=args.restrict_to_target_platform,
+        sequence_model=args.sequence_model,
+        sequence_config=replace(SASRecConfig(), **sequence),
         **others,
     )
     recommender = build_recommender(cfg) if options.model else None
@@ -351,6 +360,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--baseline-param", action="append", default=[], metavar="NAME=VALUE",
         help="frozen only (repeatable): popularity_half_life_days=D (inf: plain counts) or cooccurrence_history=N",
+    )
+    ev.add_argument(
+        "--sequence-model", action="store_true",
+        help="frozen only: the model gets the learned sequence model over text as its seq feature (trained on the first 80%% of the history)",
+    )
+    ev.add_argument(
+        "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
+        help="frozen only, with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only and max_len=20 by default)",
     )
     ev.set_defaults(func=cmd_eval)
 

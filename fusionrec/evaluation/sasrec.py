@@ -61,6 +61,7 @@ from torch import nn
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, top_items
 from fusionrec.items import ItemStore as Catalog
+from fusionrec.learner.sequence import SequenceModel
 
 __all__ = ["SASRecConfig", "SASRec", "SASRecBaseline"]
 
@@ -592,6 +593,14 @@ class SASRecBaseline(Baseline):
             dim = parts[0].shape[1] if parts else 1
             self._text = np.concatenate([np.zeros((1, dim), np.float32), *parts])
         return self._text
+
+    def serving_model(self) -> SequenceModel:
+        """The trained network as the ranker serves it (``learner.sequence``; needs ``item_text="only"``
+        and one expert: the serving side scores items by their text alone)."""
+        if self.model is None:
+            raise RuntimeError("SASRecBaseline.serving_model() before fit()")
+        arrays = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
+        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads)
 
     # --- the Baseline interface ---------------------------------------------------------------------
 

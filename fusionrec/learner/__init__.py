@@ -116,6 +116,7 @@ class OnlineLearner:
             [ex.seq for ex in group],
             rows,
             neg,
+            stack([ex.seq_query for ex in group]) if any(ex.seq_query is not None for ex in group) else None,
         )
         valid = np.ones((len(rows), 1 + len(neg)), bool)
         valid[:, 1:] = neg[None, :] != rows[:, None]

@@ -31,6 +31,7 @@ from fusionrec.learner.model import (
     NEW_FUSED,
     NEW_LAST,
     POP_LONG,
+    SEQ,
     POP_SHORT,
     PlatformModel,
 )
@@ -195,16 +196,20 @@ def features_at(
     seqs: Sequence[Sequence[int]],
     positives: I64,
     negatives: I64,
+    seq: F32 | None = None,
 ) -> npt.NDArray[np.float64]:
     """``(M, 1+S, F)`` features for training: of example ``m``'s chosen row ``positives[m]`` first, then
     of the ``S`` shared sampled rows.  ``vectors`` is the platform's item matrix; ``fused``/``own``/
-    ``last`` are ``(M, d)`` (zeros where absent)."""
+    ``last`` are ``(M, d)`` (zeros where absent), and so is ``seq``, the sequence model's queries
+    (``None``: no model, the feature is 0)."""
     m, s = len(positives), len(negatives)
     cols = np.concatenate([positives[:, None], np.broadcast_to(negatives, (m, s))], axis=1)
     f = np.zeros((m, 1 + s, N_FEATURES), np.float64)
     pos_v = vectors[positives]  # (M, d)
     neg_v = vectors[negatives]  # (S, d)
-    for j, q in ((COS_FUSED, fused), (COS_OWN, own), (COS_LAST, last)):
+    for j, q in ((COS_FUSED, fused), (COS_OWN, own), (COS_LAST, last), (SEQ, seq)):
+        if q is None:
+            continue
         f[:, 0, j] = np.einsum("md,md->m", pos_v, q)
         f[:, 1:, j] = q @ neg_v.T
     if any(seqs):

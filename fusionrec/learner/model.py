@@ -11,14 +11,16 @@ Score of item ``i`` of target platform ``t`` for a request (all terms batched, n
           log1p(pop_short(i)), log1p(pop_long(i))   -- time-decayed popularity on ``t``
           log1p(Σ_j C[j → i]/√(n_j·c_i))    -- item-kNN: cosine-normalised over the whole sequence
                                               (c_i = positive interactions with i)
-          new(i), new(i)·cos(fused, v_i), new(i)·cos(last, v_i) ]
+          new(i), new(i)·cos(fused, v_i), new(i)·cos(last, v_i)
                                            -- new(i) = 1 while nobody has interacted with i positively
+          q_seq · v_i ]                    -- the learned sequence model over text (learner.sequence),
+                                              0 while none is installed
 
 A never-interacted item has no co-occurrence and no popularity, so without the last three features
 its score is its text similarity alone, far below the items that have both; with them the ranker
 learns how likely the next item is a new one (the bias) and how sharply text picks it.
 
-The three text features are linear in ``v_i``, so they fold into one query vector per request
+The three text features and the sequence model's are linear in ``v_i``, so they fold into one query vector per request
 (:meth:`PlatformModel.text_query`); that is what the candidate index is searched with.
 """
 
@@ -45,10 +47,11 @@ FEATURES = (
     "new",
     "new_cos_fused",
     "new_cos_last",
+    "seq",
 )
 N_FEATURES = len(FEATURES)
-INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-COS_FUSED, COS_OWN, COS_LAST, COOC_LAST, COOC_WINDOW, POP_SHORT, POP_LONG, COOC_KNN, NEW, NEW_FUSED, NEW_LAST = range(N_FEATURES)
+INITIAL_WEIGHTS = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+COS_FUSED, COS_OWN, COS_LAST, COOC_LAST, COOC_WINDOW, POP_SHORT, POP_LONG, COOC_KNN, NEW, NEW_FUSED, NEW_LAST, SEQ = range(N_FEATURES)
 
 F32 = npt.NDArray[np.float32]
 
@@ -78,10 +81,14 @@ class PlatformModel:
         w = self.weights
         return bool(w[NEW] or w[NEW_FUSED] or w[NEW_LAST])
 
-    def text_query(self, fused: F32, own: F32, last: F32) -> F32:
-        """``(B, d)``: ``q · v_i`` is the three text features' summed contribution to ``s(i)``."""
+    def text_query(self, fused: F32, own: F32, last: F32, seq: F32 | None = None) -> F32:
+        """``(B, d)``: ``q · v_i`` is the text features' summed contribution to ``s(i)`` (``seq``: the
+        sequence model's queries, left out while its weight is 0)."""
         w = self.weights
-        return (np.float32(w[COS_FUSED]) * fused + np.float32(w[COS_OWN]) * own + np.float32(w[COS_LAST]) * last).astype(np.float32)
+        q = np.float32(w[COS_FUSED]) * fused + np.float32(w[COS_OWN]) * own + np.float32(w[COS_LAST]) * last
+        if seq is not None and w[SEQ]:
+            q = q + np.float32(w[SEQ]) * seq
+        return q.astype(np.float32)
 
     def new_query(self, fused: F32, last: F32) -> F32:
         """The same for the new-item text features (they apply to never-interacted items only)."""

@@ -37,6 +37,8 @@ class Example:
     own: F32 | None
     last: F32 | None
     seq: list[int]  # rows of the platform's recent positive items, oldest first
+    journey: list[int] | None = None  # hashes of the recent positive items of every platform (sequence model)
+    seq_query: F32 | None = None  # the sequence model's query from ``journey``
 
 
 class Adagrad:

@@ -167,7 +167,7 @@ def find_candidates(
     """Candidates of every request (all of one platform), scored by the published ``model``."""
     assert items.index is not None, "the item store was built without a candidate index"
     fused, own, last = reqs.fused, reqs.own, reqs.last
-    q_text = model.text_query(fused, own, last)
+    q_text = model.text_query(fused, own, last, reqs.seq_query)
     new_now = _new_now(model, items)
     blocks: list[tuple[I64, F32, npt.NDArray[np.bool_]]] = []
 
@@ -292,7 +292,7 @@ def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestB
     published model; what the candidate stage approximates (measurement and tests only: its cost grows
     with the catalog).  Dead rows score -inf; consumed items are not masked."""
     n = items.n
-    q_text = model.text_query(reqs.fused, reqs.own, reqs.last)
+    q_text = model.text_query(reqs.fused, reqs.own, reqs.last, reqs.seq_query)
     scores = q_text @ items.vectors[:n].T
     m = min(model.n, n)
     w = model.weights

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from fusionrec.fusion import FusionParams
 from fusionrec.items import ItemStore
+from fusionrec.learner.sequence import SequenceModel
 from fusionrec.pipeline.gather import BatchState
 from fusionrec.policy.context import ContextGate, EventContext, context_features, feature_dim
 
@@ -60,6 +61,7 @@ class RequestBatch:
     seq: list[list[int]]  # rows of the target platform's recent positive items, oldest first
     recent: list[list[list[int]]]  # per platform: rows of its newest items, newest first
     consumed: list[I64]  # rows of the target platform the person consumed, sorted
+    seq_query: F32 | None = None  # (B, d) the sequence model's text-space queries; None without a model
 
     def __len__(self) -> int:
         return len(self.person)
@@ -70,7 +72,7 @@ class RequestBatch:
         return RequestBatch(
             self.platform[ix], pick(self.person), pick(self.event_id), pick(self.touched), self.fused[ix], self.known[ix],
             self.own[ix], self.last[ix], self.weights[ix], self.units[ix], self.present[ix], pick(self.seq), pick(self.recent),
-            pick(self.consumed),
+            pick(self.consumed), None if self.seq_query is None else self.seq_query[ix],
         )  # fmt: skip
 
     @classmethod
@@ -81,9 +83,12 @@ class RequestBatch:
             return parts[0]
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         join = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
+        seq_query = None
+        if any(p.seq_query is not None for p in parts):
+            seq_query = np.concatenate([p.seq_query if p.seq_query is not None else np.zeros((len(p), dim), np.float32) for p in parts])
         return cls(
             cat("platform"), join("person"), join("event_id"), join("touched"), cat("fused"), cat("known"), cat("own"),
-            cat("last"), cat("weights"), cat("units"), cat("present"), join("seq"), join("recent"), join("consumed"),
+            cat("last"), cat("weights"), cat("units"), cat("present"), join("seq"), join("recent"), join("consumed"), seq_query,
         )  # fmt: skip
 
     @classmethod
@@ -133,6 +138,7 @@ class Fuser:
         self.platforms = tuple(platforms)
         self.platform_weight = np.array([params.platform_weights.get(p, 1.0) for p in self.platforms])
         self.restrict = restrict_to_target_platform
+        self.sequence: SequenceModel | None = None  # the learned sequence model, once one is installed
 
     def present(self, m: Moment) -> npt.NDArray[np.bool_]:
         """``(W, P)`` the profiles that take part in each moment's mix."""
@@ -199,6 +205,38 @@ class Fuser:
                 out[idx] = self.store.platforms[self.platforms[t]].vectors[[seqs[w][-1] for w in idx]]
         return out
 
+    def journey(self, bs: BatchState, i: int) -> list[int]:
+        """The person's recent positive items of every platform (hashes, oldest first), as the
+        sequence model reads them; empty while no model is installed (nothing to copy)."""
+        return list(bs.seq[i]) if self.sequence is not None else []
+
+    def seq_queries(self, journeys: Sequence[Sequence[int]], target: I64) -> F32 | None:
+        """``(B, d)`` the sequence model's text-space queries (zeros for an empty journey); None without
+        a model.  The items are looked up by hash, their adaptor outputs read from the model's cache."""
+        model = self.sequence
+        if model is None:
+            return None
+        out = np.zeros((len(journeys), self.store.dim), np.float32)
+        where, index = self.store.where_hash, {p: j for j, p in enumerate(self.platforms)}
+        located = [[loc for loc in map(where, j[-model.max_len :]) if loc is not None] for j in journeys]
+        live = [b for b, loc in enumerate(located) if loc]
+        if not live:
+            return out
+        lengths = np.array([len(located[b]) for b in live], np.int64)
+        flat = [(n, k, index[p], r) for n, b in enumerate(live) for k, (p, r) in enumerate(located[b])]
+        bb, kk, pp, rr = (np.array(c, np.int64) for c in zip(*flat))
+        inputs = np.zeros((len(live), int(lengths.max()), model.dim), np.float32)
+        for t in np.unique(pp).tolist():
+            items = self.store.platforms[self.platforms[t]]
+            sel = pp == t
+            inputs[bb[sel], kk[sel]] = model.reps(self.platforms[t], items.vectors[: items.n], self.store.version)[rr[sel]]
+        nxt = np.zeros(inputs.shape[:2], np.int64)
+        nxt[bb, kk] = pp
+        nxt[:, :-1] = nxt[:, 1:].copy()  # each position is asked about its next item's platform...
+        nxt[np.arange(len(live)), lengths - 1] = target[live]  # ...the last about the request's
+        out[live] = model.queries(inputs, lengths, nxt)
+        return out
+
     def consumed_rows(self, bs: BatchState, i: int, platform: str) -> I64:
         rows = np.array(self.store.rows_of_hashes(platform, bs.consumed[i]), np.int64)
         rows.sort()
@@ -220,10 +258,12 @@ class Fuser:
         touched: list[str],
         consumed: list[I64],
         fallback: Sequence[str] | None,
+        journeys: Sequence[Sequence[int]] = (),
     ) -> RequestBatch:
         """The requests of the moments ``m`` (copied as each event left its person).  The vector of the
         item ``fallback[w]`` stands in for a person with no profile yet (looked up for those alone);
-        without ``fallback`` such a request has ``known`` False."""
+        without ``fallback`` such a request has ``known`` False.  ``journeys``: the people's cross-platform
+        sequences (:meth:`journey`) when a sequence model is installed."""
         fused, ok, own, last, weights, present = self.vectors(m, x, seqs)
         if fallback is not None:
             missing = np.flatnonzero(~ok).tolist()
@@ -235,5 +275,5 @@ class Fuser:
         recent = [[rows if present_j else [] for rows, present_j in zip(per, flags)] for per, flags in zip(recent, present.tolist())]
         return RequestBatch(
             m.target.copy(), [bs.persons[i] for i in m.who.tolist()], event_ids, touched, fused, known, own,
-            last, weights, m.unit, present, seqs, recent, consumed,
+            last, weights, m.unit, present, seqs, recent, consumed, self.seq_queries(journeys, m.target) if journeys else None,
         )  # fmt: skip

@@ -107,6 +107,7 @@ class _Snapshots:
     consumed: list[npt.NDArray[np.int64]]
     event_ids: list[str]
     touched: list[str]
+    journeys: list[list[int]]
 
 
 class Updater:
@@ -141,7 +142,7 @@ class Updater:
         dirty: set[int] = set()
         self._consumed: dict[tuple[int, int], _Consumed] = {}
         self._positives: list[_Positives] = []
-        snaps = _Snapshots([], [], [], [], [], [], [])
+        snaps = _Snapshots([], [], [], [], [], [], [], [])
         answer = Answer([], [])
         waves: list[list[int]] = []
         seen: dict[str, int] = {}
@@ -261,7 +262,7 @@ class Updater:
             platform = platforms[int(target[k])]
             example = None
             if self.learner.wants_example() and (any_present[j] or seqs[j]):
-                example = Example(platform, rows[k], None, None, None, seqs[j])
+                example = Example(platform, rows[k], None, None, None, seqs[j], self.fuser.journey(bs, int(who[k])) or None)
                 examples.append((j, example))
             self.learner.observe(platform, rows[k], float(ts[k]), True, seqs[j], example)
         x = context_matrix([contexts[accepted[k][0]] for k in pos.tolist()])
@@ -286,6 +287,12 @@ class Updater:
                 example.fused = fused[m] if ok[m] else None
                 example.own = own[m] if has_own[m] else None
                 example.last = last[m] if seqs[j] else None
+            with_journey = [(m, e) for m, (_, e) in enumerate(examples) if e.journey]
+            if with_journey:
+                queries = self.fuser.seq_queries([e.journey or [] for _, e in with_journey], before.target[sel[[m for m, _ in with_journey]]])
+                if queries is not None:
+                    for q, (_, example) in zip(queries, with_journey):
+                        example.seq_query = q
         alphas, present = self.fuser.alphas(before)
         multi = np.flatnonzero(present.sum(axis=1) >= 2)
         if len(multi):
@@ -358,6 +365,7 @@ class Updater:
             snaps.seqs.append(self.fuser.seq_rows(bs, i, platforms[t]))
             snaps.recent.append(self.fuser.recent_rows(bs, i))
             snaps.consumed.append(self._consumed_now(bs, i, t))
+            snaps.journeys.append(self.fuser.journey(bs, i))
         snaps.event_ids += [events[p].event_id for p in positions]
         snaps.touched += [events[p].item_id for p in positions]
         answer.positions += positions
@@ -368,6 +376,6 @@ class Updater:
             return RequestBatch.empty(len(self.fuser.platforms), self.store.dim)
         return self.fuser.requests(
             bs, Moment.concat(snaps.moments), np.concatenate(snaps.x), snaps.seqs, snaps.recent, snaps.event_ids, snaps.touched,
-            snaps.consumed, snaps.touched,
+            snaps.consumed, snaps.touched, snaps.journeys,
         )  # fmt: skip
 

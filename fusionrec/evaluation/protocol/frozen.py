@@ -38,6 +38,7 @@ from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemUpsert
 from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.errors import ConfigError
+from fusionrec.fusion import SEQUENCE_LENGTH
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.cold import ColdPools, describe_pools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
@@ -85,10 +86,17 @@ class FrozenOptions:
     model: bool = True  # the processing core too, when evaluate_frozen is given one
     policy: str | None = None  # the model's ranking policy (None: the config's, as the streaming eval)
     restrict_to_target_platform: bool = False
+    # the learned sequence model over text as the model's ``seq`` feature: trained on the first
+    # ``sequence_fraction`` of the history (its config: ``sequence_config``), installed from there on
+    sequence_model: bool = False
+    sequence_fraction: float = 0.8
+    sequence_config: SASRecConfig = field(default_factory=lambda: SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH))
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        if not 0.0 < self.sequence_fraction < 1.0:
+            raise ConfigError(f"sequence_fraction must be in (0, 1); got {self.sequence_fraction}")
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ConfigError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
@@ -165,11 +173,15 @@ class ModelMethod:
 
     name = "model"
 
-    def __init__(self, rec: Recommender, *, learn_batch: int = LEARN_BATCH, rank_batch: int = 1024) -> None:
+    def __init__(
+        self, rec: Recommender, *, learn_batch: int = LEARN_BATCH, rank_batch: int = 1024, sequence: SASRecConfig | None = None, sequence_fraction: float = 0.8
+    ) -> None:
         self.rec = rec
         self.states = DictStates()
         self.learn_batch = learn_batch
         self.rank_batch = rank_batch
+        self.sequence = sequence
+        self.sequence_fraction = sequence_fraction
         self._linked: set[tuple[str, str]] = set()
 
     def _link(self, e: BehaviorEvent, person: str) -> None:
@@ -184,13 +196,16 @@ class ModelMethod:
         events = list(history.events)
         for e, person in zip(events, history.persons):
             self._link(e, person)
-        for s in range(0, len(events), self.learn_batch):
-            _, rejections = rec.process(events[s : s + self.learn_batch], self.states, rank=False)
-            for r in rejections:
-                rejected[r.reason] += 1
+        cut = len(events) if self.sequence is None else int(len(events) * self.sequence_fraction)
+        self._learn(events[:cut], rejected)
+        sequence: dict[str, Any] = {}
+        if self.sequence is not None:
+            sequence = self._fit_sequence(history, cut)
+            self._learn(events[cut:], rejected)
         rec.learner.publish()  # the last weights and statistics, not only those of the last publication
         cfg = rec.cfg
         return {
+            "sequence_model": sequence or "off",
             "learned_events": len(events) - sum(rejected.values()),
             "rejected": dict(rejected),
             "learn_batch": self.learn_batch,
@@ -202,6 +217,27 @@ class ModelMethod:
             "consumed": f"always excluded by the core (up to model.max_consumed={cfg.model.max_consumed} per person)",
             "learned_weights": {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()},
         }  # fmt: skip
+
+    def _learn(self, events: Sequence[BehaviorEvent], rejected: dict[str, int]) -> None:
+        for s in range(0, len(events), self.learn_batch):
+            _, rejections = self.rec.process(events[s : s + self.learn_batch], self.states, rank=False)
+            for r in rejections:
+                rejected[r.reason] += 1
+
+    def _fit_sequence(self, history: History, cut: int) -> dict[str, Any]:
+        """Train the sequence model on the people's positive items among the first ``cut`` history
+        events and install it: the ranker learns the ``seq`` weight from the events after ``cut``,
+        which the network never saw (trained on them, it would look better than it is)."""
+        assert self.sequence is not None
+        seqs: dict[str, list[str]] = defaultdict(list)
+        for e, person, pos in zip(history.events[:cut], history.persons[:cut], history.positive[:cut]):
+            if pos:
+                seqs[person].append(e.item_id)
+        net = SASRecBaseline(self.rec.store, self.sequence)
+        with every_core():
+            net.fit(list(seqs.values()))
+        self.rec.install_sequence_model(net.serving_model())
+        return {"trained_on_events": cut, "fraction": self.sequence_fraction, **net.info()}
 
     def rank(self, requests: Sequence[BaselineRequest], k: int) -> list[list[str]]:
         out: list[list[str]] = []
@@ -485,7 +521,8 @@ def evaluate_frozen(
     weights = cfg.model.event_weights
     built = [factory(catalog) for factory in (default_methods(options) if methods is None else methods)]
     if rec is not None:
-        built.insert(0, ModelMethod(rec))
+        sequence = options.sequence_config if options.sequence_model else None
+        built.insert(0, ModelMethod(rec, sequence=sequence, sequence_fraction=options.sequence_fraction))
     result = run_frozen(
         catalog, split, built,
         positive=lambda e: event_weight(e.event_type, e.value, weights) > 0,

@@ -208,6 +208,13 @@ def test_cli_frozen_valid_and_stream_only_flags(
     assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sasrec-param", "nope=1"]) == 2
     bad = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--baseline-param", "cooccurrence_history=x"]
     assert main(bad) == 2
+    with_sequence = ["eval", "--dataset", str(folder), "--protocol", "frozen", "--baselines", "popularity", "--sequence-model",
+                     "--sequence-param", "dropout=0.3", "--sequence-param", "epochs=1", "--sequence-param", "threads=1"]  # fmt: skip
+    assert main(with_sequence) == 0
+    seq = seen["options"].sequence_config
+    assert seen["options"].sequence_model and (seq.item_text, seq.max_len, seq.dropout, seq.epochs) == ("only", 20, 0.3, 1)
+    assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sequence-param", "dropout=0.3"]) == 2
+    assert main(["eval", "--dataset", str(folder), "--sequence-model"]) == 2  # frozen only
 
 
 def test_baseline_params_reach_the_baselines(tmp_path: Path) -> None:
@@ -338,3 +345,43 @@ def test_the_model_excludes_a_target_the_person_had_in_the_history(tmp_path: Pat
     by_platform = result.slices["platform:shop"]["model"]
     assert by_platform.n == 2
     assert result.slices["overall"]["model"].mean()["recall@10"] == pytest.approx(0.5)  # u1's a is a miss
+
+
+def test_the_sequence_model_is_trained_on_the_first_part_of_the_history_and_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import fusionrec.evaluation.sasrec as sasrec
+    from fusionrec.evaluation.protocol.frozen import ModelMethod
+
+    folder = write(tmp_path / "d", HAND)
+    rec = core_with(folder)
+    history = history_of(split_events(list(read_events(folder)), "test"))
+    fitted: list[list[list[str]]] = []
+    processed_before_fit: list[int] = []
+    inner_process, inner_fit = rec.process, sasrec.SASRecBaseline.fit
+
+    def count(events: Sequence[Any], *a: Any, **kw: Any) -> Any:
+        if not fitted:
+            processed_before_fit.append(len(events))
+        return inner_process(events, *a, **kw)
+
+    def spy_fit(self: Any, sequences: Any) -> float:
+        fitted.append([list(s) for s in sequences])
+        return inner_fit(self, sequences)
+
+    rec.process = count
+    monkeypatch.setattr(sasrec.SASRecBaseline, "fit", spy_fit)
+    net = sasrec.SASRecConfig(dim=8, heads=2, blocks=1, max_len=20, item_text="only", epochs=2, threads=1)
+    method = ModelMethod(rec, sequence=net, sequence_fraction=0.5)
+    info = method.fit(history)
+    cut = len(history.events) // 2
+    assert sum(processed_before_fit) == cut  # the core learned the first part before the network was trained
+    first_part: dict[str, list[str]] = {}
+    for e, person in zip(history.events[:cut], history.persons[:cut]):
+        first_part.setdefault(person, []).append(e.item_id)
+    assert sorted(fitted[0]) == sorted(first_part.values())  # ...and the network saw that part only
+    assert rec.sequence_model is not None and info["sequence_model"]["trained_on_events"] == cut
+    reqs = rec.requests_for(method.states, ["u:u1"], ["shop"], [T0 + 10])
+    assert reqs.seq_query is not None and np.abs(reqs.seq_query).sum() > 0
+    assert all(method.rank([BaselineRequest("u:u1", "shop", T0 + 10, frozenset())], 10))
+    assert ModelMethod(core_with(folder)).fit(history)["sequence_model"] == "off"

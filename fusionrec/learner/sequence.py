@@ -1,0 +1,223 @@
+"""The learned sequence model over text, as the ranker serves it (numpy, no torch on the serving path).
+
+A person's recent positive items on every platform (oldest first, ``fusion.SEQUENCE_LENGTH`` of them)
+pass through a small causal transformer whose inputs are the items' frozen text vectors mapped by a
+learned adaptor, ``r_i = (v_i − b) W`` (UniSRec's parametric whitening), plus a position embedding
+(counted back from the newest item) and the embedding of the platform asked about; the last hidden
+state ``h`` scores item ``i`` by ``h · r_i``.  As ``h · r_i = (W h) · v_i − h · (b W)`` and the second
+term is the same for every item of a request, the ranker's feature is ``seq(i) = (W h) · v_i``: the
+model yields one text-space query vector per request, which folds into the query the candidate index
+is searched with (:meth:`~fusionrec.learner.model.PlatformModel.text_query`) and costs nothing per
+item; a new item is scored through its text alone (cold start by text).
+
+The network is trained offline with torch (``fusionrec.evaluation.sasrec``, ``item_text="only"``, one
+expert) and handed over as arrays (:meth:`SequenceModel.from_arrays`); :func:`forward_last` is its
+forward pass in evaluation mode, equal to the torch module's to float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from fusionrec.errors import ConfigError
+
+__all__ = ["SequenceModel", "forward_last", "LAYER_NORM_EPS"]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which trained the weights
+
+
+@dataclass(frozen=True)
+class Block:
+    """One pre-LN block's weights, linear maps as ``x @ W + b``."""
+
+    norm1: tuple[F32, F32]
+    qkv: tuple[F32, F32]  # (dim, 3 dim) applied as x @ W, bias (3 dim,)
+    out: tuple[F32, F32]
+    norm2: tuple[F32, F32]
+    ff1: tuple[F32, F32]
+    ff2: tuple[F32, F32]
+
+    @cached_property
+    def q_part(self) -> tuple[F32, F32]:
+        """The query columns of ``qkv``, contiguous (a strided slice multiplies several times slower)."""
+        d = self.qkv[0].shape[0]
+        return np.ascontiguousarray(self.qkv[0][:, :d]), self.qkv[1][:d]
+
+    @cached_property
+    def kv_part(self) -> tuple[F32, F32]:
+        d = self.qkv[0].shape[0]
+        return np.ascontiguousarray(self.qkv[0][:, d:]), self.qkv[1][d:]
+
+
+@dataclass
+class SequenceModel:
+    """Weights of the network (``W``, ``b`` the adaptor; embeddings; blocks) and the platforms it knows."""
+
+    adaptor_w: F32  # (text_dim, dim)
+    adaptor_b: F32  # (text_dim,)
+    pos: F32  # (max_len, dim)
+    platform_emb: F32 | None  # (P, dim) in ``platforms`` order; None when trained on one platform
+    platforms: tuple[str, ...]
+    norm_in: tuple[F32, F32]
+    blocks: tuple[Block, ...]
+    norm_out: tuple[F32, F32]
+    heads: int
+    version: int = 0  # which training produced it (reports)
+    _reps: dict[str, tuple[int, F32]] = field(default_factory=dict, repr=False)  # platform -> (store version, (n, dim))
+
+    @property
+    def max_len(self) -> int:
+        return int(self.pos.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.adaptor_w.shape[1])
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.ArrayLike], platforms: Sequence[str], heads: int, version: int = 0) -> SequenceModel:
+        """From the torch module's ``state_dict`` names (``adaptor.weight`` ``(1, text_dim, dim)``,
+        ``adaptor.bias``, ``pos.weight``, ``platform.weight``, ``norm_in.*``, ``blocks.N.*``,
+        ``norm_out.*``); linear weights are transposed to ``x @ W``."""
+        a = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
+        if "item.weight" in a or a["adaptor.weight"].shape[0] != 1:
+            raise ConfigError("the served sequence model scores items by their text alone: train it with item_text='only' and one expert")
+
+        def lin(name: str) -> tuple[F32, F32]:
+            return np.ascontiguousarray(a[f"{name}.weight"].T), a[f"{name}.bias"]
+
+        def norm(name: str) -> tuple[F32, F32]:
+            return a[f"{name}.weight"], a[f"{name}.bias"]
+
+        n_blocks = len({k.split(".")[1] for k in a if k.startswith("blocks.")})
+        blocks = tuple(
+            Block(norm(f"blocks.{n}.norm1"), lin(f"blocks.{n}.qkv"), lin(f"blocks.{n}.out"), norm(f"blocks.{n}.norm2"), lin(f"blocks.{n}.ff1"), lin(f"blocks.{n}.ff2"))
+            for n in range(n_blocks)
+        )
+        plat = a.get("platform.weight")
+        if plat is not None and plat.shape[0] != len(platforms):
+            raise ConfigError(f"the sequence model has {plat.shape[0]} platform embeddings for {len(platforms)} platforms")
+        return cls(
+            adaptor_w=np.ascontiguousarray(a["adaptor.weight"][0]),
+            adaptor_b=a["adaptor.bias"][0],
+            pos=a["pos.weight"],
+            platform_emb=plat,
+            platforms=tuple(platforms),
+            norm_in=norm("norm_in"),
+            blocks=blocks,
+            norm_out=norm("norm_out"),
+            heads=heads,
+            version=version,
+        )
+
+    def aligned(self, platforms: Sequence[str]) -> SequenceModel:
+        """The same model with its platform embeddings in ``platforms`` order (the serving core's); a
+        platform it was not trained on gets none (zeros)."""
+        emb = self.platform_emb
+        if emb is not None:
+            known = {p: j for j, p in enumerate(self.platforms)}
+            emb = np.stack([emb[known[p]] if p in known else np.zeros(self.dim, np.float32) for p in platforms]).astype(np.float32)
+        return replace(self, platform_emb=emb, platforms=tuple(platforms), _reps={})
+
+    def reps(self, platform: str, vectors: F32, store_version: int) -> F32:
+        """``(n, dim)`` adaptor outputs of a platform's items, recomputed when the store changed."""
+        cached = self._reps.get(platform)
+        if cached is not None and cached[0] == store_version and len(cached[1]) == len(vectors):
+            return cached[1]
+        out = ((vectors - self.adaptor_b) @ self.adaptor_w).astype(np.float32)
+        self._reps[platform] = (store_version, out)
+        return out
+
+    def queries(self, inputs: F32, lengths: I64, next_platform: I64) -> F32:
+        """``(B, text_dim)`` text-space queries ``W h``: ``inputs`` ``(B, L, dim)`` the sequences' item
+        representations right-padded, ``lengths`` ``(B,)`` ≥ 1, ``next_platform`` ``(B, L)`` indices into
+        ``platforms`` (each position's next item's platform, the asked platform at the last)."""
+        h = forward_last(self, inputs, lengths, next_platform)
+        return (h @ self.adaptor_w.T).astype(np.float32)
+
+
+def _norm(x: F32, p: tuple[F32, F32]) -> F32:
+    """LayerNorm over the last axis, in float32."""
+    c = x - x.mean(-1, keepdims=True, dtype=np.float32)
+    scale = 1.0 / np.sqrt(np.einsum("...d,...d->...", c, c)[..., None] / np.float32(x.shape[-1]) + np.float32(LAYER_NORM_EPS))
+    c *= scale.astype(np.float32)
+    c *= p[0]
+    c += p[1]
+    return c
+
+
+def _gelu(x: F32) -> F32:
+    """The exact (erf) GELU the network was trained with; torch's kernel, ~20× scipy's ``erf`` here
+    (torch is loaded already: the text encoder and the trainer run on it)."""
+    import torch
+
+    return torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+
+def forward_last(model: SequenceModel, inputs: F32, lengths: I64, next_platform: I64) -> F32:
+    """``(B, dim)`` the last real position's output of the network (evaluation mode: no dropout).
+
+    Every block but the last runs on every position; the last one only needs its keys and values
+    everywhere and its query, attention and feed-forward at the last position (one row per
+    sequence), which is most of the saving with one or two blocks."""
+    b, L, d = inputs.shape
+    rows = np.arange(b)
+    last = lengths - 1
+    back = np.maximum(last[:, None] - np.arange(L)[None, :], 0)
+    x = inputs + model.pos[np.minimum(back, model.max_len - 1)]
+    if model.platform_emb is not None:
+        x += model.platform_emb[next_platform]
+    x = _norm(x, model.norm_in)
+    for n, blk in enumerate(model.blocks):
+        y = _norm(x, blk.norm1).reshape(b * L, d)
+        if n < len(model.blocks) - 1:
+            q, k, v = _heads(y @ blk.qkv[0] + blk.qkv[1], b, L, model.heads)
+            mask = np.triu(np.ones((L, L), bool), 1)[None, None]
+            x = x + _attend(q, k, v, mask, blk).reshape(b, L, d)
+            x = x + _feed_forward(x, blk)
+        else:  # the last block: the query, the attention and the feed-forward at the last position only
+            k, v = _keys_values(y @ blk.kv_part[0] + blk.kv_part[1], b, L, model.heads)
+            y_last = y.reshape(b, L, d)[rows, last]
+            q = (y_last @ blk.q_part[0] + blk.q_part[1]).reshape(b, model.heads, 1, d // model.heads)
+            mask = (np.arange(L)[None, :] > last[:, None])[:, None, None, :]
+            x = x[rows, last] + _attend(q, k, v, mask, blk).reshape(b, d)
+            x = x + _feed_forward(x, blk)
+            return _norm(x, model.norm_out)
+    return _norm(x[rows, last], model.norm_out)
+
+
+def _heads(qkv: F32, b: int, L: int, heads: int) -> tuple[F32, F32, F32]:
+    """``(B, H, L, hd)`` queries, ``(B, H, hd, L)`` keys (ready for the product), ``(B, H, L, hd)`` values."""
+    d = qkv.shape[1] // 3
+    q = np.ascontiguousarray(qkv[:, :d].reshape(b, L, heads, d // heads).transpose(0, 2, 1, 3))
+    return (q, *_keys_values(qkv[:, d:], b, L, heads))
+
+
+def _keys_values(kv: F32, b: int, L: int, heads: int) -> tuple[F32, F32]:
+    d = kv.shape[1] // 2
+    split = kv.reshape(b, L, 2, heads, d // heads)
+    return np.ascontiguousarray(split[:, :, 0].transpose(0, 2, 3, 1)), np.ascontiguousarray(split[:, :, 1].transpose(0, 2, 1, 3))
+
+
+def _attend(q: F32, k: F32, v: F32, mask: npt.NDArray[np.bool_], blk: Block) -> F32:
+    """Masked softmax attention, heads joined and projected: ``(B, Lq, d)`` flattened to rows."""
+    att = q @ k * np.float32(q.shape[-1] ** -0.5)
+    att[np.broadcast_to(mask, att.shape)] = -np.inf
+    att -= att.max(-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(-1, keepdims=True)
+    y = att @ v  # (B, H, Lq, hd)
+    b, h, lq, hd = y.shape
+    return y.transpose(0, 2, 1, 3).reshape(b * lq, h * hd) @ blk.out[0] + blk.out[1]
+
+
+def _feed_forward(x: F32, blk: Block) -> F32:
+    shape = x.shape
+    flat = _norm(x, blk.norm2).reshape(-1, shape[-1])
+    return (_gelu(flat @ blk.ff1[0] + blk.ff1[1]) @ blk.ff2[0] + blk.ff2[1]).reshape(shape)

@@ -1,0 +1,155 @@
+"""The served sequence model (numpy) computes what the trained torch network computes, and the core
+serves it: requests carry its queries of the cross-platform journey, the ranker learns its weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import DictStates, build_core
+from fusionrec.contracts import BehaviorEvent
+from fusionrec.core import Recommender
+from fusionrec.errors import ConfigError
+from fusionrec.evaluation.sasrec import SASRec, SASRecConfig
+from fusionrec.learner.model import SEQ
+from fusionrec.learner.sequence import SequenceModel, forward_last
+
+TEXT_DIM, N_ITEMS = 12, 40
+
+
+def trained_like(platforms: int, blocks: int = 2, seed: int = 0) -> tuple[SASRec, torch.Tensor]:
+    """A network with weights far from their tiny initialisation (as after training)."""
+    torch.manual_seed(seed)
+    cfg = SASRecConfig(dim=16, heads=2, blocks=blocks, max_len=8, item_text="only")
+    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
+    text[0] = 0.0
+    net = SASRec(N_ITEMS, platforms, cfg, text)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.4)
+    return net.eval(), text
+
+
+def padded(lengths: list[int], platforms: int, L: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    seqs = np.zeros((len(lengths), L), np.int64)
+    nxt = np.zeros((len(lengths), L), np.int64)
+    for b, n in enumerate(lengths):
+        seqs[b, :n] = rng.integers(1, N_ITEMS + 1, n)
+        nxt[b, :n] = rng.integers(0, platforms, n)
+    return torch.from_numpy(seqs), torch.from_numpy(nxt)
+
+
+@pytest.mark.parametrize(("platforms", "blocks"), [(1, 2), (3, 2), (2, 1)])
+def test_numpy_forward_equals_the_torch_network(platforms: int, blocks: int) -> None:
+    net, text = trained_like(platforms, blocks)
+    lengths = [1, 3, 8, 5, 2]
+    seqs, nxt = padded(lengths, platforms, 8)
+    with torch.no_grad():
+        hidden = net(seqs, nxt)[torch.arange(len(lengths)), torch.tensor(lengths) - 1].numpy()
+        table = net.item_table().numpy()
+    names = [f"p{j}" for j in range(platforms)]
+    model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, names, heads=2)
+    mine = forward_last(model, table[seqs.numpy()], np.array(lengths), nxt.numpy())
+    np.testing.assert_allclose(mine, hidden, rtol=2e-4, atol=2e-4)
+
+
+def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
+    """``(W h) · v_i`` differs from ``h · r_i`` by one constant per request: the same ranking."""
+    net, text = trained_like(2)
+    lengths = [4, 6]
+    seqs, nxt = padded(lengths, 2, 8)
+    with torch.no_grad():
+        hidden = net(seqs, nxt)[torch.arange(2), torch.tensor(lengths) - 1]
+        scores = (hidden @ net.item_table()[1:].T).numpy()
+    model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a", "b"], heads=2)
+    reps = model.reps("a", text.numpy(), store_version=0)
+    q = model.queries(reps[seqs.numpy()], np.array(lengths), nxt.numpy())
+    mine = q @ text[1:].numpy().T
+    shift = mine - scores
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(N_ITEMS, 1), atol=2e-3)
+    assert (np.argsort(-mine, axis=1)[:, :10] == np.argsort(-scores, axis=1)[:, :10]).all()
+
+
+def test_item_representations_are_cached_per_store_version() -> None:
+    net, text = trained_like(1)
+    model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2)
+    vectors = text.numpy()
+    first = model.reps("a", vectors, store_version=3)
+    assert model.reps("a", vectors, store_version=3) is first
+    assert model.reps("a", vectors * 2, store_version=4) is not first
+
+
+def test_only_a_text_only_single_expert_network_can_be_served() -> None:
+    torch.manual_seed(0)
+    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
+    for cfg in (SASRecConfig(dim=16, heads=2, max_len=8, item_text="add"), SASRecConfig(dim=16, heads=2, max_len=8, item_text="only", text_experts=2)):
+        net = SASRec(N_ITEMS, 1, cfg, text)
+        with pytest.raises(ConfigError, match="item_text='only' and one expert"):
+            SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2)
+
+
+# --- served by the core ------------------------------------------------------------------------------
+
+CORE_DIM = 16
+T0 = 1_600_000_000.0
+
+
+def core_model(platforms: list[str], seed: int = 0) -> SequenceModel:
+    """A random text-only network over ``CORE_DIM``-d text vectors, as arrays."""
+    torch.manual_seed(seed)
+    cfg = SASRecConfig(dim=8, heads=2, blocks=2, max_len=20, item_text="only")
+    net = SASRec(3, len(platforms), cfg, torch.zeros(4, CORE_DIM))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.4)
+    return SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, platforms, heads=2)
+
+
+def journey_events(person: str, items: list[str], start: int = 0) -> list[BehaviorEvent]:
+    return [
+        BehaviorEvent(f"{person}-e{start + n}", T0 + start + n, {"s": "shop", "v": "video"}[i[0]], person, i, "click", None, person)
+        for n, i in enumerate(items)
+    ]
+
+
+def test_requests_carry_the_sequence_models_query_of_the_cross_platform_journey() -> None:
+    rec = build_core(("shop", "video"), dim=CORE_DIM)
+    states = DictStates()
+    journey = ["s1", "v4", "v2", "s7", "v9"]
+    rec.process(journey_events("P", journey), states, rank=False)
+    assert rec.requests_for(states, ["P"], ["shop"], [T0 + 99]).seq_query is None  # no model yet
+    model = core_model(["video", "shop"])  # trained in another platform order: installed aligned
+    rec.install_sequence_model(model)
+    reqs = rec.requests_for(states, ["P", "P"], ["shop", "video"], [T0 + 99] * 2)
+    served = rec.sequence_model
+    assert served is not None and served.platforms == ("shop", "video")
+    plat = {"s": 0, "v": 1}
+    vectors = rec.store.vectors_of(journey)
+    inputs = ((vectors - served.adaptor_b) @ served.adaptor_w)[None].repeat(2, 0)
+    nxt = np.array([[plat[i[0]] for i in journey[1:]] + [t] for t in (0, 1)])
+    want = served.queries(inputs.astype(np.float32), np.array([5, 5]), nxt)
+    assert reqs.seq_query is not None
+    np.testing.assert_allclose(reqs.seq_query, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(reqs.seq_query[0], reqs.seq_query[1])  # the asked platform is an input
+
+
+def test_the_seq_weight_is_learned_only_with_a_model_installed() -> None:
+    rng = np.random.default_rng(0)
+    items = [f"s{i}" for i in range(30)] + [f"v{i}" for i in range(30)]
+
+    def learn(rec: Recommender, tag: str) -> None:
+        states = DictStates()
+        events = [e for p in range(60) for e in journey_events(f"{tag}{p}", list(rng.choice(items, 8)), start=10 * p)]
+        for s in range(0, len(events), 64):
+            rec.process(events[s : s + 64], states, rank=False)
+        rec.learner.publish()
+
+    plain = build_core(("shop", "video"), dim=CORE_DIM)
+    learn(plain, "a")
+    assert all(w[SEQ] == 0.0 for w in plain.learner.weights.values())
+    with_model = build_core(("shop", "video"), dim=CORE_DIM)
+    with_model.install_sequence_model(core_model(["shop", "video"]))
+    learn(with_model, "b")
+    assert any(w[SEQ] != 0.0 for w in with_model.learner.weights.values())
