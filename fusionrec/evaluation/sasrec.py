@@ -35,10 +35,12 @@ What it follows, and why (the reference implementations are the paper's code and
 - **Items through their text** (``item_text``, the UniSRec family's item side; off by default, so
   the baseline stays the paper's SASRec): ``"add"`` represents an item by its ID embedding plus a
   learned adaptor of its frozen text vector, ``"only"`` by the adaptor alone (no ID embedding: every
-  item, trained or not, is its text).  The adaptor is UniSRec's parametric whitening, ``(t - b) W``,
+  item, trained or not, is its text), ``"input_ids"`` the sequence's items as in ``"add"`` and the
+  scored items as in ``"only"`` (what the ranker can serve: its scores stay linear in the text
+  vector).  The adaptor is UniSRec's parametric whitening, ``(t - b) W``,
   as a mixture of ``text_experts`` of them gated by a softmax over a linear map of ``t``.  The same
-  representation feeds the sequence and scores the items (tied); an item absent from training gets
-  the adaptor's vector (its ID embedding stays zero), no ridge fit.
+  representation feeds the sequence and scores the items (tied, but for ``"input_ids"``); an item
+  absent from training gets the adaptor's vector (its ID embedding stays zero), no ridge fit.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ INIT_STD = 0.02
 RIDGE_LAMBDA = 1.0  # regularisation of the text → embedding map for untrained items (unit text vectors)
 VALID_CHUNK = 1024  # users scored at once in validation and ranking
 NDCG_K = 10
-ITEM_TEXT = ("off", "add", "only")
+ITEM_TEXT = ("off", "add", "only", "input_ids")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class SASRecConfig:
     # torch threads for training (0: every core).  On a machine shared with other jobs, one thread
     # trained 3× faster than two here: OpenMP threads wait for each other whenever one is descheduled
     threads: int = 0
-    item_text: str = "off"  # "off": ID embeddings; "add": ID + text adaptor; "only": text adaptor
+    # "off": ID embeddings; "add": ID + text adaptor; "only": text adaptor; "input_ids": the sequence's
+    # items as ID + text adaptor, the scored items as text adaptor alone (untied)
+    item_text: str = "off"
     text_experts: int = 1  # whitening adaptors in the mixture (item_text "add" or "only")
 
     def __post_init__(self) -> None:
@@ -207,12 +211,19 @@ class SASRec(nn.Module):
                 self.item.weight[0].zero_()
 
     def item_table(self) -> torch.Tensor:
-        """(n_items + 1, dim): every item's representation, the input and the scoring vector (tied)."""
+        """(n_items + 1, dim): every item's scoring vector (and its input vector, unless untied)."""
         if self.adaptor is None:
             assert self.item is not None
             return self.item.weight
         table = self.adaptor(self.text)
-        return table if self.item is None else table + self.item.weight
+        return table if self.item is None or self.cfg.item_text == "input_ids" else table + self.item.weight
+
+    def input_table(self, table: torch.Tensor) -> torch.Tensor:
+        """The sequence's item vectors from the scoring ones: with ``input_ids``, plus the ID embedding."""
+        if self.cfg.item_text == "input_ids":
+            assert self.item is not None
+            return table + self.item.weight
+        return table
 
     def forward(
         self, seqs: torch.Tensor, next_platform: torch.Tensor | None = None, table: torch.Tensor | None = None
@@ -223,7 +234,7 @@ class SASRec(nn.Module):
         # position at ranking time is always position 0, the one every training window trains
         length = (seqs > 0).sum(1, keepdim=True)
         back = (length - 1 - torch.arange(L, device=seqs.device)[None]).clamp(min=0)
-        h = (self.item_table() if table is None else table)[seqs] + self.pos(back)
+        h = self.input_table(self.item_table() if table is None else table)[seqs] + self.pos(back)
         if self.platform is not None and next_platform is not None:
             h = h + self.platform(next_platform)
         h = self.drop(self.norm_in(h))
@@ -595,12 +606,13 @@ class SASRecBaseline(Baseline):
         return self._text
 
     def serving_model(self) -> SequenceModel:
-        """The trained network as the ranker serves it (``learner.sequence``; needs ``item_text="only"``
-        and one expert: the serving side scores items by their text alone)."""
+        """The trained network as the ranker serves it (``learner.sequence``; needs ``item_text`` "only"
+        or "input_ids" and one expert: the serving side scores items by their text alone)."""
         if self.model is None:
             raise RuntimeError("SASRecBaseline.serving_model() before fit()")
         arrays = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
-        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads)
+        id_rows = {p: (self.start[p], self.catalog.size(p)) for p in self.platforms} if self.cfg.item_text == "input_ids" else None
+        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads, id_rows=id_rows)
 
     # --- the Baseline interface ---------------------------------------------------------------------
 

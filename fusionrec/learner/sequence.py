@@ -70,6 +70,9 @@ class SequenceModel:
     norm_out: tuple[F32, F32]
     heads: int
     version: int = 0  # which training produced it (reports)
+    # per platform, the ID embeddings of the items it was trained with (rows 0..len-1), added to the
+    # sequence's items only (``item_text="input_ids"``); None: the inputs are text alone
+    id_emb: dict[str, F32] | None = None
     _reps: dict[str, tuple[int, F32]] = field(default_factory=dict, repr=False)  # platform -> (store version, (n, dim))
 
     @property
@@ -81,13 +84,20 @@ class SequenceModel:
         return int(self.adaptor_w.shape[1])
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, npt.ArrayLike], platforms: Sequence[str], heads: int, version: int = 0) -> SequenceModel:
+    def from_arrays(
+        cls, arrays: Mapping[str, npt.ArrayLike], platforms: Sequence[str], heads: int, version: int = 0, id_rows: Mapping[str, tuple[int, int]] | None = None
+    ) -> SequenceModel:
         """From the torch module's ``state_dict`` names (``adaptor.weight`` ``(1, text_dim, dim)``,
         ``adaptor.bias``, ``pos.weight``, ``platform.weight``, ``norm_in.*``, ``blocks.N.*``,
-        ``norm_out.*``); linear weights are transposed to ``x @ W``."""
+        ``norm_out.*``, and ``item.weight`` with ``id_rows``: each platform's ``(first row, items)`` in
+        it, for an ``input_ids`` network); linear weights are transposed to ``x @ W``."""
         a = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
-        if "item.weight" in a or a["adaptor.weight"].shape[0] != 1:
-            raise ConfigError("the served sequence model scores items by their text alone: train it with item_text='only' and one expert")
+        if ("item.weight" in a) != (id_rows is not None) or a["adaptor.weight"].shape[0] != 1:
+            raise ConfigError(
+                "the served sequence model scores items by their text alone: train it with item_text='only' or 'input_ids' "
+                "(then give id_rows) and one expert"
+            )
+        ids = None if id_rows is None else {p: a["item.weight"][lo : lo + n] for p, (lo, n) in id_rows.items()}
 
         def lin(name: str) -> tuple[F32, F32]:
             return np.ascontiguousarray(a[f"{name}.weight"].T), a[f"{name}.bias"]
@@ -114,6 +124,7 @@ class SequenceModel:
             norm_out=norm("norm_out"),
             heads=heads,
             version=version,
+            id_emb=ids,
         )
 
     def aligned(self, platforms: Sequence[str]) -> SequenceModel:
@@ -125,12 +136,17 @@ class SequenceModel:
             emb = np.stack([emb[known[p]] if p in known else np.zeros(self.dim, np.float32) for p in platforms]).astype(np.float32)
         return replace(self, platform_emb=emb, platforms=tuple(platforms), _reps={})
 
-    def reps(self, platform: str, vectors: F32, store_version: int) -> F32:
-        """``(n, dim)`` adaptor outputs of a platform's items, recomputed when the store changed."""
+    def input_reps(self, platform: str, vectors: F32, store_version: int) -> F32:
+        """``(n, dim)`` the vectors a platform's items enter a sequence with: the adaptor's output
+        (plus the item's ID embedding where the network has one), recomputed when the store changed."""
         cached = self._reps.get(platform)
         if cached is not None and cached[0] == store_version and len(cached[1]) == len(vectors):
             return cached[1]
         out = ((vectors - self.adaptor_b) @ self.adaptor_w).astype(np.float32)
+        ids = None if self.id_emb is None else self.id_emb.get(platform)
+        if ids is not None:
+            m = min(len(ids), len(out))
+            out[:m] += ids[:m]  # rows added since the training have no ID embedding: their text alone
         self._reps[platform] = (store_version, out)
         return out
 

@@ -229,7 +229,7 @@ class Fuser:
         for t in np.unique(pp).tolist():
             items = self.store.platforms[self.platforms[t]]
             sel = pp == t
-            inputs[bb[sel], kk[sel]] = model.reps(self.platforms[t], items.vectors[: items.n], self.store.version)[rr[sel]]
+            inputs[bb[sel], kk[sel]] = model.input_reps(self.platforms[t], items.vectors[: items.n], self.store.version)[rr[sel]]
         nxt = np.zeros(inputs.shape[:2], np.int64)
         nxt[bb, kk] = pp
         nxt[:, :-1] = nxt[:, 1:].copy()  # each position is asked about its next item's platform...

@@ -64,7 +64,7 @@ def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
         hidden = net(seqs, nxt)[torch.arange(2), torch.tensor(lengths) - 1]
         scores = (hidden @ net.item_table()[1:].T).numpy()
     model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a", "b"], heads=2)
-    reps = model.reps("a", text.numpy(), store_version=0)
+    reps = model.input_reps("a", text.numpy(), store_version=0)
     q = model.queries(reps[seqs.numpy()], np.array(lengths), nxt.numpy())
     mine = q @ text[1:].numpy().T
     shift = mine - scores
@@ -72,13 +72,44 @@ def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
     assert (np.argsort(-mine, axis=1)[:, :10] == np.argsort(-scores, axis=1)[:, :10]).all()
 
 
+def test_input_ids_enter_the_sequence_with_their_id_embedding_and_score_by_text() -> None:
+    """An ``input_ids`` network: the served inputs are text + ID (rows it was trained with), the
+    forward pass equals torch's, the scoring side stays the text adaptor."""
+    torch.manual_seed(3)
+    cfg = SASRecConfig(dim=16, heads=2, blocks=2, max_len=8, item_text="input_ids")
+    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
+    text[0] = 0.0
+    net = SASRec(N_ITEMS, 1, cfg, text)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.4)
+    net.eval()
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}
+    with pytest.raises(ConfigError):
+        SequenceModel.from_arrays(arrays, ["a"], heads=2)  # the ID embeddings need their rows
+    model = SequenceModel.from_arrays(arrays, ["a"], heads=2, id_rows={"a": (1, N_ITEMS - 5)})
+    with torch.no_grad():
+        full = net.input_table(net.item_table()).numpy()
+        text_only = net.item_table().numpy()
+    reps = model.input_reps("a", text[1:].numpy(), store_version=0)
+    np.testing.assert_allclose(reps[: N_ITEMS - 5], full[1 : N_ITEMS - 4], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reps[N_ITEMS - 5 :], text_only[N_ITEMS - 4 :], rtol=1e-5, atol=1e-5)  # no ID row: text alone
+    lengths = [2, 7, 4]
+    seqs, nxt = padded(lengths, 1, 8)
+    seqs = seqs.clamp(max=N_ITEMS - 5)  # items with an ID row
+    with torch.no_grad():
+        hidden = net(seqs, nxt)[torch.arange(3), torch.tensor(lengths) - 1].numpy()
+    mine = forward_last(model, reps[np.maximum(seqs.numpy() - 1, 0)], np.array(lengths), nxt.numpy())
+    np.testing.assert_allclose(mine, hidden, rtol=2e-4, atol=2e-4)
+
+
 def test_item_representations_are_cached_per_store_version() -> None:
     net, text = trained_like(1)
     model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2)
     vectors = text.numpy()
-    first = model.reps("a", vectors, store_version=3)
-    assert model.reps("a", vectors, store_version=3) is first
-    assert model.reps("a", vectors * 2, store_version=4) is not first
+    first = model.input_reps("a", vectors, store_version=3)
+    assert model.input_reps("a", vectors, store_version=3) is first
+    assert model.input_reps("a", vectors * 2, store_version=4) is not first
 
 
 def test_only_a_text_only_single_expert_network_can_be_served() -> None:
@@ -86,7 +117,7 @@ def test_only_a_text_only_single_expert_network_can_be_served() -> None:
     text = torch.randn(N_ITEMS + 1, TEXT_DIM)
     for cfg in (SASRecConfig(dim=16, heads=2, max_len=8, item_text="add"), SASRecConfig(dim=16, heads=2, max_len=8, item_text="only", text_experts=2)):
         net = SASRec(N_ITEMS, 1, cfg, text)
-        with pytest.raises(ConfigError, match="item_text='only' and one expert"):
+        with pytest.raises(ConfigError, match="'only' or 'input_ids'"):
             SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2)
 
 
