@@ -241,6 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         skip_e2e=args.skip_e2e,
         index_sizes=ints(args.index_sizes) if args.index_sizes else None,
         only=tuple(args.only.split(",")) if args.only else (),
+        sequence_model=args.sequence_model,
         e2e_dataset=args.e2e_dataset or args.dataset,  # --dataset alone moves the e2e runs onto it too
         e2e_catalogs=ints(args.e2e_catalogs) if args.e2e_catalogs else defaults.e2e_catalogs,
         e2e_workers=ints(args.e2e_workers),
@@ -378,6 +379,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     b.add_argument("--skip-e2e", action="store_true", help="no broker, no worker processes")
     b.add_argument("--only", default=None, help="comma-separated subset of core,encoder,index,e2e")
+    b.add_argument("--sequence-model", action="store_true", help="core: train the sequence model on the warm-up and serve it in the timed part")
     b.add_argument("--index-sizes", default=None, help="items per index benchmark (default 10000,100000,1000000)")
     e = b.add_argument_group("end to end (the sustained-rate search; BENCHMARKS.md)")
     e.add_argument("--e2e-dataset", default=None, help="dataset folder for the e2e runs (default: the synthetic workload)")

@@ -43,7 +43,9 @@ def build_core(dataset: str, device: str) -> tuple[Any, float, int]:
     return rec, seconds, len(items)
 
 
-def bench_core(dataset: str, *, device: str = "cpu", quick: bool = False, limit: int | None = None) -> dict[str, Any]:
+def bench_core(dataset: str, *, device: str = "cpu", quick: bool = False, limit: int | None = None, sequence_model: bool = False) -> dict[str, Any]:
+    """``sequence_model``: train the sequence network on the warm-up's positive events and serve it
+    (the ``seq`` feature) during the timed part."""
     from fusionrec.core import DictStates
     from fusionrec.dataset import read_events
 
@@ -55,6 +57,9 @@ def bench_core(dataset: str, *, device: str = "cpu", quick: bool = False, limit:
     gc.freeze()  # as the worker does once its catalog is loaded
     for i in range(0, warm, BATCH):
         rec.process(events[i : i + BATCH], states)
+    sequence: dict[str, Any] | str = "off"
+    if sequence_model:
+        sequence = train_sequence_model(rec, events[:warm], quick=quick)
     n_recs = n_rejected = 0
     cpu, start = time.process_time(), time.perf_counter()
     for i in range(warm, len(events), BATCH):
@@ -78,9 +83,32 @@ def bench_core(dataset: str, *, device: str = "cpu", quick: bool = False, limit:
         "candidate_recall_at_10": candidate_recall(rec, states, events[-RECALL_SAMPLE:]),
         "people": len(states),
         "device": device,
+        "sequence_model": sequence,
         "what": "Recommender.process over the dataset's events in batches of 512 after a warm-up of a third, state packed in a dict",
         "_store": states,
     }
+
+
+def train_sequence_model(rec: Any, events: list[Any], *, quick: bool) -> dict[str, Any]:
+    """Train the sequence network (text only, the serving length) on the people's positive events of
+    the warm-up, install it in ``rec``; what the training did."""
+    from collections import defaultdict
+
+    from fusionrec.evaluation.protocol.replay import every_core
+    from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+    from fusionrec.fusion import SEQUENCE_LENGTH, event_weight
+
+    weights = rec.cfg.model.event_weights
+    seqs: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        if event_weight(e.event_type, e.value, weights) > 0:
+            seqs[rec.identity.person_of(e)].append(e.item_id)
+    net = SASRecBaseline(rec.store, SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH, epochs=2 if quick else 20))
+    with every_core():
+        net.fit(list(seqs.values()))
+    rec.install_sequence_model(net.serving_model())
+    info = net.info()
+    return {k: info[k] for k in ("train_seconds", "epochs", "best_epoch", "best_valid_ndcg@10", "stop", "examples")} | {"blocks": net.cfg.blocks, "max_len": net.cfg.max_len}
 
 
 def candidate_recall(rec: Any, states: Any, events: list[Any], k: int = 10) -> dict[str, float]:

@@ -25,6 +25,7 @@ class BenchOptions:
     skip_e2e: bool = False
     index_sizes: tuple[int, ...] | None = None
     only: tuple[str, ...] = ()  # subset of core, encoder, index, e2e (empty: all)
+    sequence_model: bool = False  # core: serve the learned sequence model (trained on the warm-up)
     # end to end (stream/bench/e2e.py): the sustained-rate search
     e2e_dataset: str | None = None  # a dataset folder; None: the synthetic workload
     e2e_catalogs: tuple[int, ...] = (8_000, 100_000)  # synthetic catalog sizes
@@ -134,7 +135,7 @@ def run_bench(options: BenchOptions, out: str | None = None, log: Any = print) -
         core_result: dict[str, Any] = {}
 
         def run_core() -> dict[str, Any]:
-            core_result.update(bench_core(options.dataset, device=device, quick=options.quick))
+            core_result.update(bench_core(options.dataset, device=device, quick=options.quick, sequence_model=options.sequence_model))
             return {k: v for k, v in core_result.items() if not k.startswith("_")}
 
         stage("core", run_core)
