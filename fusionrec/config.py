@@ -166,6 +166,12 @@ class ModelConfig:
         "FUSIONREC_VECTOR_CACHE_DIR",
         "On-disk cache of item vectors keyed by model and text; empty = no cache.",
     )
+    sequence_model: str = setting(
+        "",
+        "FUSIONREC_SEQUENCE_MODEL",
+        "A trained sequence model file (`fusionrec train-sequence`) the ranker serves as its seq feature; "
+        "empty = none (the feature stays 0).",
+    )
     half_life_days: float = setting(
         30.0, "FUSIONREC_HALF_LIFE_DAYS", "Half-life of a past event's weight in a person's profile."
     )

@@ -118,6 +118,45 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sequence(args: argparse.Namespace) -> int:
+    """``fusionrec train-sequence``: train the sequence model on a dataset folder's history events (every
+    event with ``--all-events``) and write the file a worker serves (``model.sequence_model``)."""
+    from collections import defaultdict
+    from dataclasses import replace
+
+    from fusionrec.dataset import dataset_platforms, read_events, read_items
+    from fusionrec.evaluation.protocol.frozen import ENCODE_CHUNK, person_of_user
+    from fusionrec.evaluation.protocol.replay import every_core
+    from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+    from fusionrec.fusion import SEQUENCE_LENGTH, event_weight
+    from stream.compose import build_recommender
+
+    base = load_config(args.config)
+    cfg = base.replace(platforms=tuple(dataset_platforms(args.dataset)), model=replace(base.model, sequence_model=""))
+    net_cfg = replace(SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH), **sasrec_params(args.sequence_param, "--sequence-param"))
+    rec = build_recommender(cfg)
+    items = list(read_items(args.dataset))
+    with every_core():
+        for s in range(0, len(items), ENCODE_CHUNK):
+            rec.apply_items(items[s : s + ENCODE_CHUNK])
+    seqs: dict[str, list[str]] = defaultdict(list)
+    weights = cfg.model.event_weights
+    for de in read_events(args.dataset):
+        e = de.event
+        if (args.all_events or de.role == "history") and event_weight(e.event_type, e.value, weights) > 0:
+            seqs[person_of_user(e.user_id)].append(e.item_id)
+    net = SASRecBaseline(rec.store, net_cfg)
+    with every_core():
+        net.fit(list(seqs.values()))
+    net.serving_model().save(args.out)
+    info = net.info()
+    print(
+        f"sequence model: {len(seqs)} people, {info['examples']} training positions, {info['epochs']} epochs "
+        f"(best {info['best_epoch']}, validation ndcg@10 {info['best_valid_ndcg@10']}), {info['train_seconds']} s -> {args.out}"
+    )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fusionrec.evaluation import EvalOptions, evaluate
     from fusionrec.evaluation.report import format_table
@@ -322,6 +361,16 @@ def parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, default=6060)
     db.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
     db.set_defaults(func=cmd_dashboard)
+    ts = sub.add_parser("train-sequence", help="train the sequence model on a dataset folder and write the file a worker serves")
+    ts.add_argument("--dataset", required=True, help="dataset folder (items.tsv.gz, events.tsv.gz)")
+    ts.add_argument("--out", required=True, help="the file to write (.npz); point model.sequence_model at it")
+    ts.add_argument("--all-events", action="store_true", help="train on the targets too (default: history events only)")
+    ts.add_argument(
+        "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
+        help="a SASRecConfig field of the network (repeatable; item_text=only and max_len=20 by default)",
+    )
+    ts.set_defaults(func=cmd_train_sequence)
+
     ev = sub.add_parser("eval", help="offline replay evaluation of the core against baselines (no Kafka)")
     ev.add_argument("--dataset", required=True, help="dataset folder (items.tsv.gz, events.tsv.gz)")
     ev.add_argument("--json", default=None, help="write the full report to this file")

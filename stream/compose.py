@@ -57,4 +57,9 @@ def build_recommender(cfg: Config, *, hooks: CoreHooks | None = None, restrict_t
     if cfg.model.index_threads > 0:
         pin_threads(cfg.model.index_threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return Recommender(cfg, ItemEncoder(text_encoder(cfg)), index_factory(cfg), hooks=hooks, restrict_to_target_platform=restrict_to_target_platform)
+    rec = Recommender(cfg, ItemEncoder(text_encoder(cfg)), index_factory(cfg), hooks=hooks, restrict_to_target_platform=restrict_to_target_platform)
+    if cfg.model.sequence_model:
+        from fusionrec.learner.sequence import SequenceModel
+
+        rec.install_sequence_model(SequenceModel.load(Path(cfg.model.sequence_model).expanduser()))
+    return rec

@@ -17,9 +17,11 @@ forward pass in evaluation mode, equal to the torch module's to float32 rounding
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,7 @@ __all__ = ["SequenceModel", "forward_last", "LAYER_NORM_EPS"]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which trained the weights
+SAVE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,54 @@ class SequenceModel:
             version=version,
             id_emb=ids,
         )
+
+    def to_arrays(self) -> dict[str, F32]:
+        """The torch ``state_dict`` layout again (what :meth:`from_arrays` reads), ID rows stacked."""
+        out: dict[str, F32] = {
+            "adaptor.weight": self.adaptor_w[None],
+            "adaptor.bias": self.adaptor_b[None],
+            "pos.weight": self.pos,
+            "norm_in.weight": self.norm_in[0],
+            "norm_in.bias": self.norm_in[1],
+            "norm_out.weight": self.norm_out[0],
+            "norm_out.bias": self.norm_out[1],
+        }
+        if self.platform_emb is not None:
+            out["platform.weight"] = self.platform_emb
+        for n, blk in enumerate(self.blocks):
+            for name in ("qkv", "out", "ff1", "ff2"):
+                w, b = getattr(blk, name)
+                out[f"blocks.{n}.{name}.weight"], out[f"blocks.{n}.{name}.bias"] = np.ascontiguousarray(w.T), b
+            for name in ("norm1", "norm2"):
+                out[f"blocks.{n}.{name}.weight"], out[f"blocks.{n}.{name}.bias"] = getattr(blk, name)
+        if self.id_emb is not None:
+            out["item.weight"] = np.concatenate([self.id_emb[p] for p in sorted(self.id_emb)]) if self.id_emb else np.zeros((0, self.dim), np.float32)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """One ``.npz`` file: the arrays and, as JSON, the platforms, heads, version and ID rows."""
+        rows, at = {}, 0
+        for p in sorted(self.id_emb or {}):
+            rows[p] = (at, len((self.id_emb or {})[p]))
+            at += rows[p][1]
+        meta = {"format": SAVE_FORMAT, "platforms": list(self.platforms), "heads": self.heads, "version": self.version,
+                "id_rows": rows if self.id_emb is not None else None}  # fmt: skip
+        with open(path, "wb") as fh:
+            np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.to_arrays())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SequenceModel:
+        """What :meth:`save` wrote; a ConfigError names the file when it is not one."""
+        try:
+            with np.load(path) as z:
+                meta = json.loads(z["__meta__"].tobytes())
+                arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a sequence model file ({exc})") from exc
+        if meta.get("format") != SAVE_FORMAT:
+            raise ConfigError(f"{path}: sequence model format {meta.get('format')!r}, this version reads {SAVE_FORMAT}")
+        id_rows = None if meta["id_rows"] is None else {p: (int(lo), int(n)) for p, (lo, n) in meta["id_rows"].items()}
+        return cls.from_arrays(arrays, meta["platforms"], heads=int(meta["heads"]), version=int(meta["version"]), id_rows=id_rows)
 
     def aligned(self, platforms: Sequence[str]) -> SequenceModel:
         """The same model with its platform embeddings in ``platforms`` order (the serving core's); a

@@ -3,6 +3,8 @@ serves it: requests carry its queries of the cross-platform journey, the ranker 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,30 @@ def test_the_seq_weight_is_learned_only_with_a_model_installed() -> None:
     with_model.install_sequence_model(core_model(["shop", "video"]))
     learn(with_model, "b")
     assert any(w[SEQ] != 0.0 for w in with_model.learner.weights.values())
+
+
+def test_a_saved_model_loads_to_the_same_queries(tmp_path: Any) -> None:
+    net, text = trained_like(2)
+    model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a", "b"], heads=2, version=7)
+    model.save(tmp_path / "seq.npz")
+    back = SequenceModel.load(tmp_path / "seq.npz")
+    assert (back.platforms, back.heads, back.version, back.id_emb) == (("a", "b"), 2, 7, None)
+    lengths = np.array([3, 8])
+    seqs, nxt = padded(lengths.tolist(), 2, 8)
+    inputs = model.input_reps("a", text.numpy(), 0)[seqs.numpy()]
+    np.testing.assert_array_equal(back.queries(inputs, lengths, nxt.numpy()), model.queries(inputs, lengths, nxt.numpy()))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a sequence model file"):
+        SequenceModel.load(tmp_path / "junk.npz")
+    with pytest.raises(ConfigError, match="not a sequence model file"):
+        SequenceModel.load(tmp_path / "missing.npz")
+
+
+def test_a_saved_input_ids_model_keeps_its_id_rows(tmp_path: Any) -> None:
+    model = core_model(["shop", "video"])
+    ids = {"video": np.ones((3, model.dim), np.float32), "shop": np.full((2, model.dim), 2.0, np.float32)}
+    model.id_emb = ids
+    model.save(tmp_path / "m.npz")
+    back = SequenceModel.load(tmp_path / "m.npz")
+    assert back.id_emb is not None and set(back.id_emb) == {"shop", "video"}
+    assert all(np.array_equal(back.id_emb[p], ids[p]) for p in ids)

@@ -385,3 +385,35 @@ def test_the_sequence_model_is_trained_on_the_first_part_of_the_history_and_serv
     assert reqs.seq_query is not None and np.abs(reqs.seq_query).sum() > 0
     assert all(method.rank([BaselineRequest("u:u1", "shop", T0 + 10, frozenset())], 10))
     assert ModelMethod(core_with(folder)).fit(history)["sequence_model"] == "off"
+
+
+def test_train_sequence_writes_a_model_the_composition_root_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from fusionrec.learner.sequence import SequenceModel
+
+    folder = write(tmp_path / "d", HAND)
+    built: list[Any] = []
+
+    def fake_core(cfg: Config, **kw: Any) -> Any:  # the composition root, with the hash encoder
+        from fakes import build_core
+
+        built.append(build_core(cfg.platforms, items=[], dim=8, cfg=cfg))
+        return built[-1]
+
+    monkeypatch.setattr("stream.compose.build_recommender", fake_core)
+    out = tmp_path / "seq.npz"
+    argv = ["train-sequence", "--dataset", str(folder), "--out", str(out), "--sequence-param", "epochs=1",
+            "--sequence-param", "threads=1", "--sequence-param", "dim=8", "--sequence-param", "heads=2"]  # fmt: skip
+    assert main(argv) == 0
+    model = SequenceModel.load(out)
+    assert model.dim == 8 and set(model.platforms) == {"shop", "news"} and model.max_len == 20
+    assert built[0].sequence_model is None  # it trains from the dataset, whatever the config serves
+    monkeypatch.undo()
+    from stream import compose
+
+    monkeypatch.setattr(compose, "text_encoder", lambda cfg: HashEncoder(8, "fake-8"))
+    cfg = Config(platforms=("shop", "news"))
+    served = compose.build_recommender(cfg.replace(model=replace(cfg.model, sequence_model=str(out))))
+    assert served.sequence_model is not None and served.sequence_model.platforms == ("shop", "news")
+    assert compose.build_recommender(cfg).sequence_model is None
