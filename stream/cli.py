@@ -127,13 +127,13 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     from fusionrec.dataset import dataset_platforms, read_events, read_items
     from fusionrec.evaluation.protocol.frozen import ENCODE_CHUNK, person_of_user
     from fusionrec.evaluation.protocol.replay import every_core
-    from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
-    from fusionrec.fusion import SEQUENCE_LENGTH, event_weight
+    from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
+    from fusionrec.fusion import event_weight
     from stream.compose import build_recommender
 
     base = load_config(args.config)
     cfg = base.replace(platforms=tuple(dataset_platforms(args.dataset)), model=replace(base.model, sequence_model=""))
-    net_cfg = replace(SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH), **sasrec_params(args.sequence_param, "--sequence-param"))
+    net_cfg = sequence_config(**sasrec_params(args.sequence_param, "--sequence-param"))
     rec = build_recommender(cfg)
     items = list(read_items(args.dataset))
     with every_core():
@@ -229,8 +229,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from fusionrec.evaluation.protocol.frozen import FrozenOptions, evaluate_frozen, format_frozen
-    from fusionrec.evaluation.sasrec import SASRecConfig
-    from fusionrec.fusion import SEQUENCE_LENGTH
+    from fusionrec.evaluation.sasrec import SASRecConfig, sequence_config
     from stream.compose import build_recommender
 
     others = name_value_params(args.baseline_param, "--baseline-param", {"popularity_half_life_days": float, "cooccurrence_history": int})
@@ -239,7 +238,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         overrides["epochs"] = args.sasrec_epochs
     if args.sequence_param and not args.sequence_model:
         raise ConfigError("--sequence-param needs --sequence-model")
-    sequence = {"item_text": "only", "max_len": SEQUENCE_LENGTH, **sasrec_params(args.sequence_param, "--sequence-param")}
+    sequence = sasrec_params(args.sequence_param, "--sequence-param")
     options = FrozenOptions(
         split=args.split,
         keep_consumed=args.keep_consumed,
@@ -250,7 +249,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         policy=args.policy,
         restrict_to_target_platform=args.restrict_to_target_platform,
         sequence_model=args.sequence_model,
-        sequence_config=replace(SASRecConfig(), **sequence),
+        sequence_config=sequence_config(**sequence),
         **others,
     )
     recommender = build_recommender(cfg) if options.model else None
@@ -367,7 +366,7 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--all-events", action="store_true", help="train on the targets too (default: history events only)")
     ts.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
-        help="a SASRecConfig field of the network (repeatable; item_text=only and max_len=20 by default)",
+        help="a SASRecConfig field of the network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
     )
     ts.set_defaults(func=cmd_train_sequence)
 
@@ -417,7 +416,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
-        help="frozen only, with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only and max_len=20 by default)",
+        help="frozen only, with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
     )
     ev.set_defaults(func=cmd_eval)
 

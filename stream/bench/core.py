@@ -95,15 +95,15 @@ def train_sequence_model(rec: Any, events: list[Any], *, quick: bool) -> dict[st
     from collections import defaultdict
 
     from fusionrec.evaluation.protocol.replay import every_core
-    from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
-    from fusionrec.fusion import SEQUENCE_LENGTH, event_weight
+    from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
+    from fusionrec.fusion import event_weight
 
     weights = rec.cfg.model.event_weights
     seqs: dict[str, list[str]] = defaultdict(list)
     for e in events:
         if event_weight(e.event_type, e.value, weights) > 0:
             seqs[rec.identity.person_of(e)].append(e.item_id)
-    net = SASRecBaseline(rec.store, SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH, epochs=2 if quick else 20))
+    net = SASRecBaseline(rec.store, sequence_config(epochs=2 if quick else 20))
     with every_core():
         net.fit(list(seqs.values()))
     rec.install_sequence_model(net.serving_model())

@@ -38,12 +38,11 @@ from fusionrec.contracts import BehaviorEvent, IdentityLink, ItemUpsert
 from fusionrec.core import DictStates, Recommender
 from fusionrec.dataset import DatasetEvent, read_events, read_items
 from fusionrec.errors import ConfigError
-from fusionrec.fusion import SEQUENCE_LENGTH
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.cold import ColdPools, describe_pools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
 from fusionrec.evaluation.protocol.replay import every_core
-from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig
+from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig, sequence_config
 from fusionrec.items import ItemStore as Catalog
 from fusionrec.protocols import TextEncoderT
 
@@ -90,7 +89,7 @@ class FrozenOptions:
     # ``sequence_fraction`` of the history (its config: ``sequence_config``), installed from there on
     sequence_model: bool = False
     sequence_fraction: float = 0.8
-    sequence_config: SASRecConfig = field(default_factory=lambda: SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH))
+    sequence_config: SASRecConfig = field(default_factory=sequence_config)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
