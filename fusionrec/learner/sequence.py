@@ -1,4 +1,4 @@
-"""The learned sequence model over text, as the ranker serves it (numpy, no torch on the serving path).
+"""The learned sequence model over text, as the ranker serves it (numpy; torch only for its GELU kernel).
 
 A person's recent positive items on every platform (oldest first, ``fusion.SEQUENCE_LENGTH`` of them)
 pass through a small causal transformer whose inputs are the items' frozen text vectors mapped by a
@@ -10,9 +10,11 @@ model yields one text-space query vector per request, which folds into the query
 is searched with (:meth:`~fusionrec.learner.model.PlatformModel.text_query`) and costs nothing per
 item; a new item is scored through its text alone (cold start by text).
 
-The network is trained offline with torch (``fusionrec.evaluation.sasrec``, ``item_text="only"``, one
-expert) and handed over as arrays (:meth:`SequenceModel.from_arrays`); :func:`forward_last` is its
-forward pass in evaluation mode, equal to the torch module's to float32 rounding (tested).
+The network is trained offline with torch (``fusionrec.evaluation.sasrec.sequence_config``:
+``item_text="only"``, one expert, one block; ``"input_ids"`` networks add ID embeddings on the input
+side only) and handed over as arrays (:meth:`SequenceModel.from_arrays`) or a file
+(:meth:`SequenceModel.save`, ``model.sequence_model``); :func:`forward_last` is its forward pass in
+evaluation mode, equal to the torch module's to float32 rounding (tested).
 """
 
 from __future__ import annotations
