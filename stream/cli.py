@@ -146,8 +146,7 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
         if (args.all_events or de.role == "history") and event_weight(e.event_type, e.value, weights) > 0:
             seqs[person_of_user(e.user_id)].append(e.item_id)
     net = SASRecBaseline(rec.store, net_cfg)
-    with every_core():
-        net.fit(list(seqs.values()))
+    net.fit(list(seqs.values()))  # on every core unless --sequence-param threads=N
     net.serving_model().save(args.out)
     info = net.info()
     print(

@@ -94,7 +94,6 @@ def train_sequence_model(rec: Any, events: list[Any], *, quick: bool) -> dict[st
     the warm-up, install it in ``rec``; what the training did."""
     from collections import defaultdict
 
-    from fusionrec.evaluation.protocol.replay import every_core
     from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
     from fusionrec.fusion import event_weight
 
@@ -104,8 +103,7 @@ def train_sequence_model(rec: Any, events: list[Any], *, quick: bool) -> dict[st
         if event_weight(e.event_type, e.value, weights) > 0:
             seqs[rec.identity.person_of(e)].append(e.item_id)
     net = SASRecBaseline(rec.store, sequence_config(epochs=2 if quick else 20))
-    with every_core():
-        net.fit(list(seqs.values()))
+    net.fit(list(seqs.values()))  # on every core (its config's threads=0)
     rec.install_sequence_model(net.serving_model())
     info = net.info()
     return {k: info[k] for k in ("train_seconds", "epochs", "best_epoch", "best_valid_ndcg@10", "stop", "examples")} | {"blocks": net.cfg.blocks, "max_len": net.cfg.max_len}

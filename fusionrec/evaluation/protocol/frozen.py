@@ -228,13 +228,9 @@ class ModelMethod:
         events and install it: the ranker learns the ``seq`` weight from the events after ``cut``,
         which the network never saw (trained on them, it would look better than it is)."""
         assert self.sequence is not None
-        seqs: dict[str, list[str]] = defaultdict(list)
-        for e, person, pos in zip(history.events[:cut], history.persons[:cut], history.positive[:cut]):
-            if pos:
-                seqs[person].append(e.item_id)
+        first = History(history.events[:cut], history.persons[:cut], history.positive[:cut])
         net = SASRecBaseline(self.rec.store, self.sequence)
-        with every_core():
-            net.fit(list(seqs.values()))
+        net.fit(list(first.sequences().values()))  # on every core unless its config says otherwise
         self.rec.install_sequence_model(net.serving_model())
         return {"trained_on_events": cut, "fraction": self.sequence_fraction, **net.info()}
 
