@@ -29,6 +29,7 @@ __all__ = ["ItemStore", "PlatformItems", "IndexFactory"]
 
 Vectors = npt.NDArray[np.float32]
 Rows = npt.NDArray[np.int64]
+Hashes = npt.NDArray[np.uint64]
 
 IndexFactory = Callable[[int, MatrixView], CandidateIndexT]
 """``(dim, view of the platform's matrix) -> candidate index`` (the composition root supplies it)."""
@@ -105,6 +106,7 @@ class ItemStore:
         self._where: dict[str, str] = {}  # live item id -> platform
         self._by_hash: dict[int, tuple[str, int]] = {}  # hash of a live item -> (platform, row)
         self._rows_by_hash: dict[str, dict[int, int]] = {}  # the same per platform: hash -> row
+        self._sorted: tuple[int, Hashes, Rows, Rows] | None = None  # (version, hashes sorted, codes, rows): locate()
         self.version = 0
 
     # ------------------------------------------------------------------------------ changes
@@ -175,6 +177,27 @@ class ItemStore:
     def where_hash(self, item_hash: int) -> tuple[str, int] | None:
         """``(platform, row)`` of the live item with this hash, None if there is none."""
         return self._by_hash.get(item_hash)
+
+    def locate(self, hashes: Hashes) -> tuple[Rows, Rows]:
+        """``(platform code, row)`` of each hash's live item, both -1 where there is none; a code indexes
+        ``tuple(self.platforms)``.  One binary search per hash in a sorted table of the live items,
+        rebuilt after a change: many hashes at once without a dictionary lookup each."""
+        keys, codes, rows = self._sorted_table()
+        if not len(keys):
+            return np.full(len(hashes), -1, np.int64), np.full(len(hashes), -1, np.int64)
+        at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+        hit = keys[at] == hashes
+        return np.where(hit, codes[at], -1), np.where(hit, rows[at], -1)
+
+    def _sorted_table(self) -> tuple[Hashes, Rows, Rows]:
+        if self._sorted is None or self._sorted[0] != self.version:
+            parts = [(code, items, np.flatnonzero(items.alive[: items.n])) for code, items in enumerate(self.platforms.values())]
+            keys = np.concatenate([items.hashes[rows] for _, items, rows in parts] or [np.zeros(0, np.uint64)])
+            codes = np.concatenate([np.full(len(rows), code, np.int64) for code, _, rows in parts] or [np.zeros(0, np.int64)])
+            rows = np.concatenate([rows for _, _, rows in parts] or [np.zeros(0, np.int64)])
+            order = np.argsort(keys, kind="stable")
+            self._sorted = (self.version, keys[order], codes[order], rows[order])
+        return self._sorted[1:]
 
     def rows_of_hashes(self, platform: str, hashes: Sequence[int]) -> list[int]:
         """Rows of the live items of ``platform`` among ``hashes``, in order (others are skipped)."""

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from fusionrec.errors import ConfigError
 
-__all__ = ["SequenceModel", "forward_last", "LAYER_NORM_EPS"]
+__all__ = ["SequenceModel", "forward_last", "forward_packed", "LAYER_NORM_EPS"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -203,11 +203,12 @@ class SequenceModel:
         self._reps[platform] = (store_version, out)
         return out
 
-    def queries(self, inputs: F32, lengths: I64, next_platform: I64) -> F32:
-        """``(B, text_dim)`` text-space queries ``W h``: ``inputs`` ``(B, L, dim)`` the sequences' item
-        representations right-padded, ``lengths`` ``(B,)`` ≥ 1, ``next_platform`` ``(B, L)`` indices into
-        ``platforms`` (each position's next item's platform, the asked platform at the last)."""
-        h = forward_last(self, inputs, lengths, next_platform)
+    def queries(self, flat: F32, lengths: I64, next_platform: I64) -> F32:
+        """``(B, text_dim)`` text-space queries ``W h``: ``flat`` ``(N, dim)`` the sequences' item
+        representations one sequence after another, ``lengths`` ``(B,)`` ≥ 1, ``next_platform`` ``(N,)``
+        indices into ``platforms`` (each position's next item's platform, the asked platform at the
+        last): :func:`forward_packed`'s layout."""
+        h = forward_packed(self, flat, lengths, next_platform)
         return (h @ self.adaptor_w.T).astype(np.float32)
 
 
@@ -230,35 +231,55 @@ def _gelu(x: F32) -> F32:
 
 
 def forward_last(model: SequenceModel, inputs: F32, lengths: I64, next_platform: I64) -> F32:
-    """``(B, dim)`` the last real position's output of the network (evaluation mode: no dropout).
+    """``(B, dim)`` the last real position's output of the network (evaluation mode: no dropout), from
+    right-padded ``inputs`` ``(B, L, dim)`` and ``next_platform`` ``(B, L)``: :func:`forward_packed`
+    on their real positions."""
+    real = np.arange(inputs.shape[1])[None, :] < lengths[:, None]
+    return forward_packed(model, inputs[real], lengths, next_platform[real])
 
-    Every block but the last runs on every position; the last one only needs its keys and values
-    everywhere and its query, attention and feed-forward at the last position (one row per
-    sequence), which is most of the saving with one or two blocks."""
-    b, L, d = inputs.shape
-    rows = np.arange(b)
-    last = lengths - 1
-    back = np.maximum(last[:, None] - np.arange(L)[None, :], 0)
-    x = inputs + model.pos[np.minimum(back, model.max_len - 1)]
+
+def forward_packed(model: SequenceModel, flat: F32, lengths: I64, next_platform: I64) -> F32:
+    """``(B, dim)`` the last position's output of each sequence (evaluation mode: no dropout).
+
+    ``flat`` ``(N, dim)`` holds the sequences' item representations one sequence after another, oldest
+    first (``N = lengths.sum()``, every length ≥ 1), ``next_platform`` ``(N,)`` each position's next
+    item's platform (the asked one at the last).  Per-position work (embeddings, LayerNorms, the
+    keys' and values' product) runs on the real positions only: journeys are mostly shorter than the
+    longest of their batch, and padding them multiplied that work several times.  Only the attention
+    sees the padded ``(B, L)`` layout.  Every block but the last runs on every position; the last one
+    only needs its keys and values everywhere and its query, attention and feed-forward at the last
+    position, which is most of the saving with one or two blocks."""
+    b, L, d = len(lengths), int(lengths.max()), model.dim
+    starts = np.cumsum(lengths) - lengths
+    seq = np.repeat(np.arange(b), lengths)
+    at = np.arange(len(flat)) - starts[seq]  # position within its sequence
+    last = starts + lengths - 1  # flat index of each sequence's newest item
+    x = flat + model.pos[np.minimum(lengths[seq] - 1 - at, model.max_len - 1)]
     if model.platform_emb is not None:
         x += model.platform_emb[next_platform]
     x = _norm(x, model.norm_in)
     for n, blk in enumerate(model.blocks):
-        y = _norm(x, blk.norm1).reshape(b * L, d)
+        y = _norm(x, blk.norm1)
         if n < len(model.blocks) - 1:
-            q, k, v = _heads(y @ blk.qkv[0] + blk.qkv[1], b, L, model.heads)
+            q, k, v = _heads(_padded(y @ blk.qkv[0] + blk.qkv[1], seq, at, b, L), b, L, model.heads)
             mask = np.triu(np.ones((L, L), bool), 1)[None, None]
-            x = x + _attend(q, k, v, mask, blk).reshape(b, L, d)
+            x = x + _attend(q, k, v, mask, blk).reshape(b, L, d)[seq, at]
             x = x + _feed_forward(x, blk)
         else:  # the last block: the query, the attention and the feed-forward at the last position only
-            k, v = _keys_values(y @ blk.kv_part[0] + blk.kv_part[1], b, L, model.heads)
-            y_last = y.reshape(b, L, d)[rows, last]
-            q = (y_last @ blk.q_part[0] + blk.q_part[1]).reshape(b, model.heads, 1, d // model.heads)
-            mask = (np.arange(L)[None, :] > last[:, None])[:, None, None, :]
-            x = x[rows, last] + _attend(q, k, v, mask, blk).reshape(b, d)
+            k, v = _keys_values(_padded(y @ blk.kv_part[0] + blk.kv_part[1], seq, at, b, L), b, L, model.heads)
+            q = (y[last] @ blk.q_part[0] + blk.q_part[1]).reshape(b, model.heads, 1, d // model.heads)
+            mask = (np.arange(L)[None, :] >= lengths[:, None])[:, None, None, :]
+            x = x[last] + _attend(q, k, v, mask, blk).reshape(b, d)
             x = x + _feed_forward(x, blk)
             return _norm(x, model.norm_out)
-    return _norm(x[rows, last], model.norm_out)
+    return _norm(x[last], model.norm_out)  # pragma: no cover - a model has at least one block
+
+
+def _padded(rows: F32, seq: I64, at: I64, b: int, L: int) -> F32:
+    """``(B * L, width)`` the packed rows laid out right-padded (zeros at the padding)."""
+    out = np.zeros((b, L, rows.shape[1]), np.float32)
+    out[seq, at] = rows
+    return out.reshape(b * L, rows.shape[1])
 
 
 def _heads(qkv: F32, b: int, L: int, heads: int) -> tuple[F32, F32, F32]:

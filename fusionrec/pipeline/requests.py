@@ -9,6 +9,7 @@ profile and last item, the platform's recent items (co-occurrence features), the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -212,29 +213,32 @@ class Fuser:
 
     def seq_queries(self, journeys: Sequence[Sequence[int]], target: I64) -> F32 | None:
         """``(B, d)`` the sequence model's text-space queries (zeros for an empty journey); None without
-        a model.  The items are looked up by hash, their adaptor outputs read from the model's cache."""
+        a model.  The journeys' items are located by hash all at once, packed one journey after another
+        (no padding: :meth:`SequenceModel.queries`), their adaptor outputs read from the model's cache."""
         model = self.sequence
         if model is None:
             return None
         out = np.zeros((len(journeys), self.store.dim), np.float32)
-        where, index = self.store.where_hash, {p: j for j, p in enumerate(self.platforms)}
-        located = [[loc for loc in map(where, j[-model.max_len :]) if loc is not None] for j in journeys]
-        live = [b for b, loc in enumerate(located) if loc]
-        if not live:
+        tails = [j[-model.max_len :] for j in journeys]
+        counts = np.fromiter(map(len, tails), np.int64, len(tails))
+        codes, rows = self.store.locate(np.fromiter(itertools.chain.from_iterable(tails), np.uint64, int(counts.sum())))
+        index = {p: j for j, p in enumerate(self.platforms)}
+        plat = np.array([index.get(p, -1) for p in self.store.platforms] + [-1], np.int64)[codes]  # code -1: the last, -1
+        owner = np.repeat(np.arange(len(journeys)), counts)[plat >= 0]
+        rows, plat = rows[plat >= 0], plat[plat >= 0]
+        if not len(rows):
             return out
-        lengths = np.array([len(located[b]) for b in live], np.int64)
-        flat = [(n, k, index[p], r) for n, b in enumerate(live) for k, (p, r) in enumerate(located[b])]
-        bb, kk, pp, rr = (np.array(c, np.int64) for c in zip(*flat))
-        inputs = np.zeros((len(live), int(lengths.max()), model.dim), np.float32)
-        for t in np.unique(pp).tolist():
-            items = self.store.platforms[self.platforms[t]]
-            sel = pp == t
-            inputs[bb[sel], kk[sel]] = model.input_reps(self.platforms[t], items.vectors[: items.n], self.store.version)[rr[sel]]
-        nxt = np.zeros(inputs.shape[:2], np.int64)
-        nxt[bb, kk] = pp
-        nxt[:, :-1] = nxt[:, 1:].copy()  # each position is asked about its next item's platform...
-        nxt[np.arange(len(live)), lengths - 1] = target[live]  # ...the last about the request's
-        out[live] = model.queries(inputs, lengths, nxt)
+        per_journey = np.bincount(owner, minlength=len(journeys))
+        live = np.flatnonzero(per_journey)
+        lengths = per_journey[live]
+        flat = np.empty((len(rows), model.dim), np.float32)
+        for t in np.unique(plat).tolist():
+            items, sel = self.store.platforms[self.platforms[t]], plat == t
+            flat[sel] = model.input_reps(self.platforms[t], items.vectors[: items.n], self.store.version)[rows[sel]]
+        nxt = np.empty_like(plat)
+        nxt[:-1] = plat[1:]  # each position is asked about its next item's platform...
+        nxt[np.cumsum(lengths) - 1] = target[live]  # ...the last about the request's
+        out[live] = model.queries(flat, lengths, nxt)
         return out
 
     def consumed_rows(self, bs: BatchState, i: int, platform: str) -> I64:

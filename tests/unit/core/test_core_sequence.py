@@ -57,6 +57,12 @@ def test_numpy_forward_equals_the_torch_network(platforms: int, blocks: int) -> 
     np.testing.assert_allclose(mine, hidden, rtol=2e-4, atol=2e-4)
 
 
+def packed(inputs: np.ndarray, lengths: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded ``(B, L, ...)`` sequences one after another (``SequenceModel.queries``' layout)."""
+    real = np.arange(inputs.shape[1])[None, :] < lengths[:, None]
+    return inputs[real], lengths, nxt[real]
+
+
 def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
     """``(W h) · v_i`` differs from ``h · r_i`` by one constant per request: the same ranking."""
     net, text = trained_like(2)
@@ -67,7 +73,7 @@ def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
         scores = (hidden @ net.item_table()[1:].T).numpy()
     model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a", "b"], heads=2)
     reps = model.input_reps("a", text.numpy(), store_version=0)
-    q = model.queries(reps[seqs.numpy()], np.array(lengths), nxt.numpy())
+    q = model.queries(*packed(reps[seqs.numpy()], np.array(lengths), nxt.numpy()))
     mine = q @ text[1:].numpy().T
     shift = mine - scores
     np.testing.assert_allclose(shift, shift[:, :1].repeat(N_ITEMS, 1), atol=2e-3)
@@ -162,7 +168,7 @@ def test_requests_carry_the_sequence_models_query_of_the_cross_platform_journey(
     vectors = rec.store.vectors_of(journey)
     inputs = ((vectors - served.adaptor_b) @ served.adaptor_w)[None].repeat(2, 0)
     nxt = np.array([[plat[i[0]] for i in journey[1:]] + [t] for t in (0, 1)])
-    want = served.queries(inputs.astype(np.float32), np.array([5, 5]), nxt)
+    want = served.queries(*packed(inputs.astype(np.float32), np.array([5, 5]), nxt))
     assert reqs.seq_query is not None
     np.testing.assert_allclose(reqs.seq_query, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(reqs.seq_query[0], reqs.seq_query[1])  # the asked platform is an input
@@ -197,7 +203,8 @@ def test_a_saved_model_loads_to_the_same_queries(tmp_path: Any) -> None:
     lengths = np.array([3, 8])
     seqs, nxt = padded(lengths.tolist(), 2, 8)
     inputs = model.input_reps("a", text.numpy(), 0)[seqs.numpy()]
-    np.testing.assert_array_equal(back.queries(inputs, lengths, nxt.numpy()), model.queries(inputs, lengths, nxt.numpy()))
+    args = packed(inputs, lengths, nxt.numpy())
+    np.testing.assert_array_equal(back.queries(*args), model.queries(*args))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a sequence model file"):
         SequenceModel.load(tmp_path / "junk.npz")
