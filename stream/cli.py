@@ -166,10 +166,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model or args.sequence_model or args.sequence_param:
+    if (
+        args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model
+        or args.sequence_model or args.sequence_param or args.refit_epochs
+    ):  # fmt: skip
         raise ConfigError(
-            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --sequence-model and "
-            "--sequence-param need --protocol frozen"
+            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --sequence-model, "
+            "--sequence-param and --refit-epochs need --protocol frozen"
         )
     options = EvalOptions(
         limit_users=args.limit_users,
@@ -248,6 +251,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         policy=args.policy,
         restrict_to_target_platform=args.restrict_to_target_platform,
         sequence_model=args.sequence_model,
+        refit_epochs=args.refit_epochs,
         sequence_config=sequence_config(**sequence),
         **others,
     )
@@ -416,6 +420,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
         help="frozen only, with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
+    )
+    ev.add_argument(
+        "--refit-epochs", type=int, default=0, metavar="N",
+        help="frozen only: refit the model's ranking weights, N passes, on each person's last history item per platform, "
+        "ranked from the state before it with the end-of-history statistics, as the targets are (0: off)",
     )
     ev.set_defaults(func=cmd_eval)
 

@@ -11,6 +11,7 @@ published model.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +89,11 @@ class OnlineLearner:
         for platform, group in groups.items():
             self._train_platform(platform, group)
         return len(examples)
+
+    def train_on(self, examples: Sequence[Example]) -> int:
+        """Learn from these examples now, as from the stream's (the frozen protocol's refit)."""
+        self._examples.extend(examples)
+        return self.train()
 
     def _train_platform(self, platform: str, group: list[Example]) -> None:
         model = self.model.platforms.get(platform)

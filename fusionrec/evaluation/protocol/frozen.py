@@ -44,6 +44,7 @@ from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_li
 from fusionrec.evaluation.protocol.replay import every_core
 from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig, sequence_config
 from fusionrec.items import ItemStore as Catalog
+from fusionrec.learner.trainer import Example
 from fusionrec.protocols import TextEncoderT
 
 __all__ = [
@@ -90,12 +91,17 @@ class FrozenOptions:
     sequence_model: bool = False
     sequence_fraction: float = 0.8
     sequence_config: SASRecConfig = field(default_factory=sequence_config)
+    # > 0: the model's ranking weights are refitted, this many passes, on each person's last history
+    # item of each platform, ranked from the state before it as the targets will be (ModelMethod)
+    refit_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
         if not 0.0 < self.sequence_fraction < 1.0:
             raise ConfigError(f"sequence_fraction must be in (0, 1); got {self.sequence_fraction}")
+        if self.refit_epochs < 0:
+            raise ConfigError(f"refit_epochs must be >= 0; got {self.refit_epochs}")
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ConfigError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
@@ -164,8 +170,16 @@ class ModelMethod:
     ``Recommender.process(..., rank=False)`` in micro-batches (the core learns test-then-train within
     the history, as a worker does), then publishes the learner's last state.  ``rank`` builds the
     requests with ``requests_for`` from the states as the history left them and ranks them with
-    ``rank_ids``, as the streaming evaluator does; it learns nothing (no event is processed).  The
-    core always excludes a person's consumed items (up to ``model.max_consumed`` of them), whatever
+    ``rank_ids``, as the streaming evaluator does; it learns nothing (no event is processed).
+
+    ``refit_epochs > 0``: the weights the core learned online saw each event with the statistics of
+    its own moment (popularity then), the targets are ranked with those of the history's end.  So each
+    person's last history item of each platform (when the person had an earlier positive item) is held
+    back: the rest is learned, those items are ranked as training examples from the state before them
+    with the end-of-history statistics, the ranking weights take ``refit_epochs`` passes of the
+    learner's own step over them, and then the held-back events enter the state with the weights kept
+    as refitted.  Everything stays within the history.  The core
+    always excludes a person's consumed items (up to ``model.max_consumed`` of them), whatever
     ``keep_consumed`` asks of the baselines.  The policy's draws are keyed by (person, ``frozen:``
     platform), so ranking the same requests twice gives the same lists.
     """
@@ -173,7 +187,14 @@ class ModelMethod:
     name = "model"
 
     def __init__(
-        self, rec: Recommender, *, learn_batch: int = LEARN_BATCH, rank_batch: int = 1024, sequence: SASRecConfig | None = None, sequence_fraction: float = 0.8
+        self,
+        rec: Recommender,
+        *,
+        learn_batch: int = LEARN_BATCH,
+        rank_batch: int = 1024,
+        sequence: SASRecConfig | None = None,
+        sequence_fraction: float = 0.8,
+        refit_epochs: int = 0,
     ) -> None:
         self.rec = rec
         self.states = DictStates()
@@ -181,6 +202,7 @@ class ModelMethod:
         self.rank_batch = rank_batch
         self.sequence = sequence
         self.sequence_fraction = sequence_fraction
+        self.refit_epochs = refit_epochs
         self._linked: set[tuple[str, str]] = set()
 
     def _link(self, e: BehaviorEvent, person: str) -> None:
@@ -196,15 +218,24 @@ class ModelMethod:
         for e, person in zip(events, history.persons):
             self._link(e, person)
         cut = len(events) if self.sequence is None else int(len(events) * self.sequence_fraction)
-        self._learn(events[:cut], rejected)
+        held = held_back(history) if self.refit_epochs > 0 else set()
+        self._learn([e for n, e in enumerate(events[:cut]) if n not in held], rejected)
         sequence: dict[str, Any] = {}
         if self.sequence is not None:
             sequence = self._fit_sequence(history, cut)
-            self._learn(events[cut:], rejected)
+            self._learn([e for n, e in enumerate(events[cut:], cut) if n not in held], rejected)
+        refit: dict[str, Any] | str = "off"
+        if held:
+            order = sorted(held)
+            refit = self._refit([events[n] for n in order], [history.persons[n] for n in order])
+            weights = {p: w.copy() for p, w in rec.learner.weights.items()}
+            self._learn([events[n] for n in order], rejected)
+            rec.learner.adagrad.weights.update(weights)  # the held-back events enter the state, not the weights
         rec.learner.publish()  # the last weights and statistics, not only those of the last publication
         cfg = rec.cfg
         return {
             "sequence_model": sequence or "off",
+            "refit": refit,
             "learned_events": len(events) - sum(rejected.values()),
             "rejected": dict(rejected),
             "learn_batch": self.learn_batch,
@@ -222,6 +253,28 @@ class ModelMethod:
             _, rejections = self.rec.process(events[s : s + self.learn_batch], self.states, rank=False)
             for r in rejections:
                 rejected[r.reason] += 1
+
+    def _refit(self, events: Sequence[BehaviorEvent], persons: Sequence[str]) -> dict[str, Any]:
+        """The ranking weights' refit on the held-back events (their state and the statistics as the
+        rest of the history left them)."""
+        rec = self.rec
+        rec.learner.publish()
+        examples: list[Example] = []
+        for s in range(0, len(events), self.rank_batch):
+            chunk, people = events[s : s + self.rank_batch], persons[s : s + self.rank_batch]
+            reqs = rec.requests_for(self.states, people, [e.platform for e in chunk], [e.ts for e in chunk])
+            for i, e in enumerate(chunk):
+                row = rec.store.row_of(e.item_id)
+                if row is None or rec.store.platform_of(e.item_id) != e.platform or not reqs.known[i]:
+                    continue
+                query = None if reqs.seq_query is None else reqs.seq_query[i]
+                examples.append(Example(e.platform, row, reqs.fused[i], reqs.own[i], reqs.last[i], reqs.seq[i], None, query))
+        before = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
+        rng = np.random.default_rng(0)
+        for _ in range(self.refit_epochs):
+            for s in range(0, len(examples), REFIT_BATCH):
+                rec.learner.train_on([examples[j] for j in rng.permutation(len(examples))[s : s + REFIT_BATCH]])
+        return {"epochs": self.refit_epochs, "examples": len(examples), "held_back_events": len(events), "weights_before": before}
 
     def _fit_sequence(self, history: History, cut: int) -> dict[str, Any]:
         """Train the sequence model on the people's positive items among the first ``cut`` history
@@ -247,6 +300,21 @@ class ModelMethod:
             )
             out.extend(self.rec.rank_ids(batch, k))
         return out
+
+
+REFIT_BATCH = 32  # examples per learner step, as the stream's batches give at most (max_examples)
+
+
+def held_back(history: History) -> set[int]:
+    """Indices of each person's last positive history event of each platform, for people with an
+    earlier positive event (on any platform): something to rank it from."""
+    last: dict[tuple[str, str], int] = {}
+    first: dict[str, int] = {}
+    for n, (e, person, pos) in enumerate(zip(history.events, history.persons, history.positive)):
+        if pos:
+            first.setdefault(person, n)
+            last[(person, e.platform)] = n
+    return {n for (person, _), n in last.items() if n > first[person]}
 
 
 MethodFactory = Callable[[Catalog], FrozenMethod]
@@ -517,7 +585,7 @@ def evaluate_frozen(
     built = [factory(catalog) for factory in (default_methods(options) if methods is None else methods)]
     if rec is not None:
         sequence = options.sequence_config if options.sequence_model else None
-        built.insert(0, ModelMethod(rec, sequence=sequence, sequence_fraction=options.sequence_fraction))
+        built.insert(0, ModelMethod(rec, sequence=sequence, sequence_fraction=options.sequence_fraction, refit_epochs=options.refit_epochs))
     result = run_frozen(
         catalog, split, built,
         positive=lambda e: event_weight(e.event_type, e.value, weights) > 0,

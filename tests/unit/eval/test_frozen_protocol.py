@@ -417,3 +417,58 @@ def test_train_sequence_writes_a_model_the_composition_root_serves(tmp_path: Pat
     served = compose.build_recommender(cfg.replace(model=replace(cfg.model, sequence_model=str(out))))
     assert served.sequence_model is not None and served.sequence_model.platforms == ("shop", "news")
     assert compose.build_recommender(cfg).sequence_model is None
+
+
+def test_held_back_is_each_persons_last_item_per_platform_after_an_earlier_one() -> None:
+    from fusionrec.contracts import BehaviorEvent
+    from fusionrec.evaluation.protocol.frozen import held_back
+
+    rows = [("u1", "shop"), ("u1", "shop"), ("u2", "shop"), ("u1", "news"), ("u3", "shop"), ("u4", "shop"), ("u4", "news"), ("u2", "shop")]
+    events = [BehaviorEvent(f"e{n}", u, p, f"i{n}", "review", None, T0 + n) for n, (u, p) in enumerate(rows)]
+    positive = [True] * len(rows)
+    positive[7] = False  # u2's last event is negative: its last positive one is the first, with nothing before
+    history = History(events, [u for u, _ in rows], positive)
+    # u1: shop 1 and news 3; u2: none; u3: one event; u4: its shop event is its first, its news one is held
+    assert held_back(history) == {1, 3, 6}
+
+
+def test_the_refit_ranks_the_held_back_items_from_the_state_before_them_and_keeps_their_events(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fusionrec.evaluation.protocol.frozen import ModelMethod
+
+    folder = write(tmp_path / "d", HAND)
+    rec = core_with(folder)
+    history = history_of(split_events(list(read_events(folder)), "test"))
+    processed: list[str] = []
+    refitted: list[Any] = []
+    inner_process, inner_train_on = rec.process, rec.learner.train_on
+
+    def spy_process(events: Sequence[Any], *a: Any, **kw: Any) -> Any:
+        processed.extend(e.event_id for e in events)
+        return inner_process(events, *a, **kw)
+
+    def spy_train_on(examples: Any) -> int:
+        refitted.append([(ex.platform, ex.row) for ex in examples])
+        out = inner_train_on(examples)
+        refitted.append({p: w.copy() for p, w in rec.learner.weights.items()})
+        return out
+
+    rec.process = spy_process
+    rec.learner.train_on = spy_train_on
+    info = ModelMethod(rec, refit_epochs=3).fit(history)
+    held = [history.events[n].event_id for n in (1, 3, 5, 6)]  # u1's b, u2's c, u3's b and x
+    assert processed[-4:] == held and sorted(processed) == sorted(e.event_id for e in history.events)
+    assert info["refit"]["examples"] == 4 and info["refit"]["epochs"] == 3
+    examples = [pair for step in refitted[0::2] for pair in step]
+    store = rec.store
+    assert sorted(set(examples)) == sorted({("shop", store.row_of("b")), ("shop", store.row_of("c")), ("news", store.row_of("x"))})
+    assert len(examples) == 3 * 4  # every held-back item once per pass
+    last = refitted[-1]
+    from fusionrec.learner.model import INITIAL_WEIGHTS
+
+    before = info["refit"]["weights_before"]
+    moved = {p: not np.allclose(before.get(p, INITIAL_WEIGHTS), last[p], atol=1e-4) for p in last}
+    assert moved["shop"]  # the refit changed the weights...
+    assert all(np.array_equal(rec.learner.weights[p], last[p]) for p in last)  # ...and learning the held-back events did not
+    assert ModelMethod(core_with(folder)).fit(history)["refit"] == "off"
