@@ -172,6 +172,13 @@ class ModelConfig:
         "A trained sequence model file (`fusionrec train-sequence`) the ranker serves as its seq feature; "
         "empty = none (the feature stays 0).",
     )
+    sequence_model_check_s: float = setting(
+        30.0,
+        "FUSIONREC_SEQUENCE_MODEL_CHECK_S",
+        "How often a worker looks at `model.sequence_model` and serves the file again when a newer one "
+        "replaced it (a trainer writes a new one in place: `train-sequence --out` renames it over the old); "
+        "0 = never.",
+    )
     half_life_days: float = setting(
         30.0, "FUSIONREC_HALF_LIFE_DAYS", "Half-life of a past event's weight in a person's profile."
     )
@@ -408,6 +415,8 @@ def validate(cfg: Config) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value}")
+    if cfg.model.sequence_model_check_s < 0:
+        raise ConfigError(f"model.sequence_model_check_s must be >= 0, got {cfg.model.sequence_model_check_s}")
     protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
     if cfg.kafka.security_protocol not in protocols:
         raise ConfigError(f"kafka.security_protocol must be one of {protocols}, got {cfg.kafka.security_protocol!r}")

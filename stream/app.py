@@ -26,6 +26,7 @@ from stream.compose import build_recommender
 from stream.dashboard import install_ops
 from stream.kafka_settings import faust_broker_credentials
 from stream.metrics import Metrics, MetricsHooks
+from stream.sequence_follower import SequenceModelFollower
 from stream.topics import ensure_topics
 from stream.worker import HotPath
 
@@ -73,6 +74,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
 
     catalog = CatalogFollower(cfg, rec, dead_letter)
     checkpointer = WorkerCheckpointer(cfg, rec)
+    sequence = SequenceModelFollower(cfg, rec)
 
     async def processed(events: int, offsets: dict[TopicPartition, int]) -> None:
         checkpointer.processed(events, offsets)
@@ -85,6 +87,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     app.fusionrec_recommender = rec  # type: ignore[attr-defined]
     app.fusionrec_checkpointer = checkpointer  # type: ignore[attr-defined]
     app.fusionrec_hot_path = hot  # type: ignore[attr-defined]
+    app.fusionrec_sequence_follower = sequence  # type: ignore[attr-defined]
 
     @app.task
     async def main() -> None:
@@ -100,7 +103,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             checkpointer.restore()  # learned parameters need the catalog loaded first
             gc.freeze()  # the catalog and the libraries stay: keep them out of every collection
             gc.set_threshold(*GC_THRESHOLDS)
-            await asyncio.gather(hot.run(), follow)
+            await asyncio.gather(hot.run(), follow, sequence.run())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the replacement replays from the committed offsets
@@ -144,4 +147,5 @@ def _status(hot: HotPath, catalog: CatalogFollower, rec: Recommender) -> dict[st
         "items": len(rec.store),
         "people": len(hot.states),
         "model_version": rec.model_version,
+        "sequence_model_version": None if rec.sequence_model is None else rec.sequence_model.version,
     }

@@ -20,6 +20,7 @@ evaluation mode, equal to the torch module's to float32 rounding (tested).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -156,15 +157,19 @@ class SequenceModel:
         return out
 
     def save(self, path: str | Path) -> None:
-        """One ``.npz`` file: the arrays and, as JSON, the platforms, heads, version and ID rows."""
+        """One ``.npz`` file: the arrays and, as JSON, the platforms, heads, version and ID rows; written
+        beside it and renamed over ``path`` (workers following the file see the old one or the new one)."""
         rows, at = {}, 0
         for p in sorted(self.id_emb or {}):
             rows[p] = (at, len((self.id_emb or {})[p]))
             at += rows[p][1]
         meta = {"format": SAVE_FORMAT, "platforms": list(self.platforms), "heads": self.heads, "version": self.version,
                 "id_rows": rows if self.id_emb is not None else None}  # fmt: skip
-        with open(path, "wb") as fh:
+        path = Path(path)
+        part = path.with_name(f".{path.name}.part")
+        with open(part, "wb") as fh:  # renamed over the old file once whole: a worker never reads half of one
             np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.to_arrays())
+        os.replace(part, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SequenceModel:
