@@ -129,6 +129,7 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     from fusionrec.evaluation.protocol.replay import every_core
     from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
     from fusionrec.fusion import event_weight
+    from fusionrec.learner.sequence import SequenceModel
     from stream.compose import build_recommender
 
     base = load_config(args.config)
@@ -145,13 +146,17 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
         e = de.event
         if (args.all_events or de.role == "history") and event_weight(e.event_type, e.value, weights) > 0:
             seqs[person_of_user(e.user_id)].append(e.item_id)
-    net = SASRecBaseline(rec.store, net_cfg)
+    init = SequenceModel.load(args.init) if args.init else None
+    net = SASRecBaseline(rec.store, net_cfg, init=init)
     net.fit(list(seqs.values()))  # on every core unless --sequence-param threads=N
-    net.serving_model().save(args.out)
+    served = net.serving_model()
+    served.save(args.out)  # renamed over the old file: workers following it serve the new one
     info = net.info()
+    start = f"fine-tuned from {args.init} (version {init.version}; epoch 0 is its weights), " if init is not None else ""
     print(
-        f"sequence model: {len(seqs)} people, {info['examples']} training positions, {info['epochs']} epochs "
-        f"(best {info['best_epoch']}, validation ndcg@10 {info['best_valid_ndcg@10']}), {info['train_seconds']} s -> {args.out}"
+        f"sequence model version {served.version}: {start}{len(seqs)} people, {info['examples']} training positions, "
+        f"{info['epochs']} epochs (best {info['best_epoch']}, validation ndcg@10 {info['best_valid_ndcg@10']}), "
+        f"{info['train_seconds']} s -> {args.out}"
     )
     return 0
 
@@ -367,6 +372,11 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--dataset", required=True, help="dataset folder (items.tsv.gz, events.tsv.gz)")
     ts.add_argument("--out", required=True, help="the file to write (.npz); point model.sequence_model at it")
     ts.add_argument("--all-events", action="store_true", help="train on the targets too (default: history events only)")
+    ts.add_argument(
+        "--init", default=None, metavar="FILE",
+        help="fine-tune this served model (it may be --out itself): training starts from its weights, which stay unless "
+        "an epoch beats them on the validation targets; the file written has its version + 1",
+    )
     ts.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
         help="a SASRecConfig field of the network (repeatable; item_text=only, max_len=20, blocks=1 by default)",

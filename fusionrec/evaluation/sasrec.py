@@ -330,9 +330,13 @@ def _threads(n: int) -> Iterator[None]:
 class SASRecBaseline(Baseline):
     name = "sasrec"
 
-    def __init__(self, catalog: Catalog, cfg: SASRecConfig | None = None) -> None:
+    def __init__(self, catalog: Catalog, cfg: SASRecConfig | None = None, init: SequenceModel | None = None) -> None:
+        """``init``: a served sequence model to fine-tune (its weights are where training starts, and
+        they stay unless an epoch beats them on the validation targets); the network's shape must be
+        its own."""
         super().__init__(catalog)
         self.cfg = cfg or SASRecConfig()
+        self.init = init
         self.platforms: list[str] = sorted(catalog.ids)
         # vocabulary: platform by platform, catalog row order, so a platform is one contiguous slice
         self.start: dict[str, int] = {}
@@ -430,11 +434,16 @@ class SASRecBaseline(Baseline):
         if self.model.item is not None:
             with torch.no_grad():  # items no sequence holds never get a gradient: no random vector either
                 self.model.item.weight[~self.trained] = 0.0
+        if self.init is not None:
+            self._warm_start(self.init)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), fused=True)
         self.time_cap_s = max(cfg.min_train_s, cfg.train_s_per_example * self.examples)
         start = time.perf_counter()
         best_state, since_best = copy.deepcopy(self.model.state_dict()), 0
         self.best_valid_ndcg, self.best_epoch, self.valid_curve = -1.0, 0, []
+        if self.init is not None:  # the weights fine-tuning starts from are epoch 0: kept unless beaten
+            self.best_valid_ndcg = self._validate(data)
+            self.valid_curve.append(round(self.best_valid_ndcg, 5))
         self.stop_reason = "epochs"
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
@@ -459,6 +468,22 @@ class SASRecBaseline(Baseline):
         self._build_table()
         self.train_seconds = time.perf_counter() - start
         return self.train_seconds
+
+    def _warm_start(self, init: SequenceModel) -> None:
+        """Load a served model's weights into the new network: platform embeddings matched by name (a
+        platform it did not know starts from zeros), ID embeddings not carried (their rows were another
+        catalog's); a ConfigError when the shapes differ."""
+        assert self.model is not None
+        arrays = init.aligned(self.platforms).to_arrays()
+        arrays.pop("item.weight", None)
+        state = self.model.state_dict()
+        wrong = sorted(k for k, v in arrays.items() if k not in state or tuple(state[k].shape) != v.shape)
+        if wrong:
+            raise ConfigError(
+                f"the sequence model to fine-tune does not fit this network ({', '.join(wrong[:3])}): train with the "
+                "--sequence-param it was trained with (dim, heads, blocks, max_len, item_text)"
+            )
+        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=False)
 
     def _proposal(self, counts: npt.NDArray[np.int64], platform: str) -> torch.Tensor:
         """Sampling distribution of negatives over the platform's slice: count^power, trained items only."""
@@ -620,7 +645,8 @@ class SASRecBaseline(Baseline):
             raise RuntimeError("SASRecBaseline.serving_model() before fit()")
         arrays = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
         id_rows = {p: (self.start[p], self.catalog.size(p)) for p in self.platforms} if self.cfg.item_text == "input_ids" else None
-        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads, id_rows=id_rows)
+        version = 0 if self.init is None else self.init.version + 1
+        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads, version=version, id_rows=id_rows)
 
     # --- the Baseline interface ---------------------------------------------------------------------
 

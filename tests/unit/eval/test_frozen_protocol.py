@@ -472,3 +472,35 @@ def test_the_refit_ranks_the_held_back_items_from_the_state_before_them_and_keep
     assert moved["shop"]  # the refit changed the weights...
     assert all(np.array_equal(rec.learner.weights[p], last[p]) for p in last)  # ...and learning the held-back events did not
     assert ModelMethod(core_with(folder)).fit(history)["refit"] == "off"
+
+
+def test_train_sequence_fine_tunes_a_served_model_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from fusionrec.learner.sequence import SequenceModel
+
+    folder = write(tmp_path / "d", HAND)
+
+    def fake_core(cfg: Config, **kw: Any) -> Any:
+        from fakes import build_core
+
+        return build_core(cfg.platforms, items=[], dim=8, cfg=cfg)
+
+    monkeypatch.setattr("stream.compose.build_recommender", fake_core)
+    out = tmp_path / "seq.npz"
+    net = ["--sequence-param", "threads=1", "--sequence-param", "dim=8", "--sequence-param", "heads=2"]
+    assert main(["train-sequence", "--dataset", str(folder), "--out", str(out), "--sequence-param", "epochs=2", *net]) == 0
+    first = SequenceModel.load(out)
+    assert first.version == 0
+    # lr 0: the epoch cannot move the weights, so what is written is the model it started from
+    argv = ["train-sequence", "--dataset", str(folder), "--out", str(out), "--init", str(out), "--sequence-param", "epochs=1",
+            "--sequence-param", "lr=0", *net]  # fmt: skip
+    assert main(argv) == 0
+    again = SequenceModel.load(out)
+    assert again.version == 1
+    a, b = first.to_arrays(), again.to_arrays()
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    other = ["--sequence-param", "epochs=1", "--sequence-param", "threads=1", "--sequence-param", "dim=16", "--sequence-param", "heads=2"]
+    assert main(["train-sequence", "--dataset", str(folder), "--out", str(tmp_path / "x.npz"), "--init", str(out), *other]) != 0
+    assert "does not fit this network" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
