@@ -152,7 +152,9 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     served = net.serving_model()
     served.save(args.out)  # renamed over the old file: workers following it serve the new one
     info = net.info()
-    start = f"fine-tuned from {args.init} (version {init.version}; epoch 0 is its weights), " if init is not None else ""
+    start = ""
+    if init is not None:
+        start = f"fine-tuned from {args.init} (version {init.version}, validation ndcg@10 {info['valid_curve'][0]} at epoch 0), "
     print(
         f"sequence model version {served.version}: {start}{len(seqs)} people, {info['examples']} training positions, "
         f"{info['epochs']} epochs (best {info['best_epoch']}, validation ndcg@10 {info['best_valid_ndcg@10']}), "

@@ -444,6 +444,7 @@ class SASRecBaseline(Baseline):
         if self.init is not None:  # the weights fine-tuning starts from are epoch 0: kept unless beaten
             self.best_valid_ndcg = self._validate(data)
             self.valid_curve.append(round(self.best_valid_ndcg, 5))
+            log.info("sasrec epoch 0 (the weights it fine-tunes): validation ndcg@10 %.5f", self.best_valid_ndcg)
         self.stop_reason = "epochs"
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
