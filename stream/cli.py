@@ -173,14 +173,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if (
-        args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model
-        or args.sequence_model or args.sequence_param or args.refit_epochs
-    ):  # fmt: skip
+    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model or args.refit_epochs:
         raise ConfigError(
-            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --sequence-model, "
-            "--sequence-param and --refit-epochs need --protocol frozen"
+            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model and --refit-epochs need --protocol frozen"
         )
+    if args.sequence_param and not args.sequence_model:
+        raise ConfigError("--sequence-param needs --sequence-model")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -188,6 +186,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sasrec_epochs=args.sasrec_epochs,
         baselines=not args.no_baselines,
         policy=args.policy,
+        sequence_model=args.sequence_model,
+        sequence_params=tuple(sasrec_params(args.sequence_param, "--sequence-param").items()),
     )
     report = evaluate(cfg, args.dataset, options, recommender=build_recommender(cfg))
     print(format_table(report))
@@ -427,11 +427,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--sequence-model", action="store_true",
-        help="frozen only: the model gets the learned sequence model over text as its seq feature (trained on the first 80%% of the history)",
+        help="the model gets the learned sequence model over text as its seq feature (frozen: trained on the first 80%% of the "
+        "history; streaming: on the first half of the stream, served from there on)",
     )
     ev.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
-        help="frozen only, with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
+        help="with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
     )
     ev.add_argument(
         "--refit-epochs", type=int, default=0, metavar="N",

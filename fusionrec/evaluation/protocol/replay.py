@@ -61,6 +61,11 @@ class EvalOptions:
     sasrec_epochs: int | None = None
     baselines: bool = True
     k: int = max(KS)
+    # the learned sequence model over text as the model's ``seq`` feature: trained on every positive
+    # event of the first ``sequence_fraction`` of the stream and served from there on
+    sequence_model: bool = False
+    sequence_fraction: float = 0.5
+    sequence_params: tuple[tuple[str, Any], ...] = ()  # SASRecConfig overrides of ``sequence_config``
 
 
 @dataclass
@@ -103,10 +108,13 @@ def replay(
     *,
     k: int = max(KS),
     on_rank: Callable[[list[tuple[str, BehaviorEvent]]], None] | None = None,
+    at: tuple[int, Callable[[], None]] | None = None,
 ) -> ReplayResult:
     """Run the protocol over ``events`` (items already in ``rec``); metrics per slice and method.
 
     ``on_rank`` (for tests) is called with the (person, target event) pairs just before they are ranked.
+    ``at = (n, call)``: ``call()`` once everything before event ``n`` is learned, before anything of
+    it or after it (the sequence model is trained and installed so, as a deployment gets its first).
     """
     result = ReplayResult(dataset="")
     states = DictStates()
@@ -219,6 +227,11 @@ def replay(
     n = 0
     last_report = start
     while n < len(events):
+        if at is not None and n >= at[0]:
+            learn(pending_history)
+            pending_history = []
+            at[1]()
+            at = None
         de = events[n]
         if de.role != "target":
             pending_history.append(de.event)
@@ -277,7 +290,11 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
         events = load_dataset(dataset, options.limit_users)
         info: dict[str, Any] = {"items": len(items), "events": len(events), "catalog_seconds": round(items_s, 1)}
         baselines = _baselines(rec, events, options, info)
-    result = replay(rec, events, baselines, k=options.k)
+    at = None
+    if options.sequence_model:
+        cut = int(len(events) * options.sequence_fraction)
+        at = (cut, lambda: info.update(sequence_model=_install_sequence_model(rec, events[:cut], options)))
+    result = replay(rec, events, baselines, k=options.k, at=at)
     result.dataset = str(dataset)
     result.seconds = time.perf_counter() - t0
     info.update(result.info)
@@ -309,6 +326,24 @@ def every_core() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def _install_sequence_model(rec: Recommender, past: list[DatasetEvent], options: EvalOptions) -> dict[str, Any]:
+    """Train the sequence network on the people's positive events of ``past`` (every platform, both
+    roles: at that point of the stream they are all the past) and serve it; what the training did."""
+    from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
+
+    seqs: dict[str, list[str]] = defaultdict(list)
+    weights = rec.cfg.model.event_weights
+    for de in past:
+        if event_weight(de.event.event_type, de.event.value, weights) > 0:
+            seqs[person_of_user(de.event.user_id)].append(de.event.item_id)
+    net = SASRecBaseline(rec.store, sequence_config(**dict(options.sequence_params)))
+    with every_core():
+        net.fit(list(seqs.values()))
+    rec.install_sequence_model(net.serving_model())
+    log.info("sequence model installed after %d events (%.0f s of training)", len(past), net.train_seconds)
+    return {"trained_on_events": len(past), "fraction": options.sequence_fraction, **net.info()}
 
 
 def _baselines(rec: Recommender, events: list[DatasetEvent], options: EvalOptions, info: dict[str, Any]) -> list[Baseline]:

@@ -184,3 +184,51 @@ def test_limit_users(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "tiny")
     events = load_dataset(folder, 3)
     assert len({de.event.user_id for de in events}) == 3
+
+
+def test_the_streaming_sequence_model_is_trained_on_the_past_and_served_from_the_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--sequence-model`` under the streaming protocol: at the cut, the network is trained on the
+    positive events before it (every platform, each person's journey) and installed; nothing after the
+    cut was learned by then, and every ranking after it has the network's queries."""
+    import fusionrec.evaluation.sasrec as sasrec
+    from fusionrec.config import Config
+
+    folder = write_dataset(tmp_path / "tiny")
+    rec = make_rec()
+    spy = Spy(rec)
+    fitted: list[list[list[str]]] = []
+    learned_at_install: list[int] = []
+    inner_fit, inner_install = sasrec.SASRecBaseline.fit, rec.install_sequence_model
+
+    def spy_fit(self: object, sequences: list[list[str]]) -> float:
+        fitted.append([list(s) for s in sequences])
+        return inner_fit(self, sequences)  # type: ignore[arg-type]
+
+    def spy_install(model: object) -> None:
+        learned_at_install.append(len(spy.learned))
+        inner_install(model)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sasrec.SASRecBaseline, "fit", spy_fit)
+    rec.install_sequence_model = spy_install  # type: ignore[method-assign]
+    queries: list[bool] = []
+    inner_rank = rec.rank_ids
+
+    def rank_ids(requests, k=None):  # type: ignore[no-untyped-def]
+        queries.append(requests.seq_query is not None)
+        return inner_rank(requests, k)
+
+    rec.rank_ids = rank_ids  # type: ignore[method-assign]
+    params = (("epochs", 1), ("threads", 1), ("dim", 8), ("heads", 2))
+    options = EvalOptions(baselines=False, sequence_model=True, sequence_fraction=0.5, sequence_params=params)
+    report = evaluate(Config(platforms=("arts", "office")), folder, options, recommender=rec)
+    events = load_dataset(folder, None)
+    cut = len(events) // 2
+    assert learned_at_install == [cut]  # everything before the cut learned, nothing after it
+    journeys: dict[str, list[str]] = {}
+    for de in events[:cut]:
+        journeys.setdefault(de.event.user_id, []).append(de.event.item_id)
+    assert sorted(fitted[0]) == sorted(journeys.values())
+    info = report["info"]["sequence_model"]
+    assert info["trained_on_events"] == cut and info["config"]["item_text"] == "only" and info["config"]["dim"] == 8
+    assert queries and not queries[0] and queries[-1]  # ranked without the network before the cut, with it after
+    assert rec.sequence_model is not None

@@ -214,7 +214,8 @@ def test_cli_frozen_valid_and_stream_only_flags(
     seq = seen["options"].sequence_config
     assert seen["options"].sequence_model and (seq.item_text, seq.max_len, seq.dropout, seq.epochs) == ("only", 20, 0.3, 1)
     assert main(["eval", "--dataset", str(folder), "--protocol", "frozen", "--sequence-param", "dropout=0.3"]) == 2
-    assert main(["eval", "--dataset", str(folder), "--sequence-model"]) == 2  # frozen only
+    assert main(["eval", "--dataset", str(folder), "--refit-epochs", "2"]) == 2  # frozen only
+    assert main(["eval", "--dataset", str(folder), "--sequence-param", "dropout=0.3"]) == 2  # needs --sequence-model
 
 
 def test_baseline_params_reach_the_baselines(tmp_path: Path) -> None:
