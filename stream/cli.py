@@ -121,14 +121,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_train_sequence(args: argparse.Namespace) -> int:
     """``fusionrec train-sequence``: train the sequence model on a dataset folder's history events (every
     event with ``--all-events``) and write the file a worker serves (``model.sequence_model``)."""
-    from collections import defaultdict
     from dataclasses import replace
 
     from fusionrec.dataset import dataset_platforms, read_events, read_items
-    from fusionrec.evaluation.protocol.frozen import ENCODE_CHUNK, person_of_user
-    from fusionrec.evaluation.protocol.replay import every_core
+    from fusionrec.evaluation.protocol.frozen import ENCODE_CHUNK
+    from fusionrec.evaluation.protocol.replay import every_core, positive_journeys
     from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
-    from fusionrec.fusion import event_weight
     from fusionrec.learner.sequence import SequenceModel
     from stream.compose import build_recommender
 
@@ -140,15 +138,11 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     with every_core():
         for s in range(0, len(items), ENCODE_CHUNK):
             rec.apply_items(items[s : s + ENCODE_CHUNK])
-    seqs: dict[str, list[str]] = defaultdict(list)
-    weights = cfg.model.event_weights
-    for de in read_events(args.dataset):
-        e = de.event
-        if (args.all_events or de.role == "history") and event_weight(e.event_type, e.value, weights) > 0:
-            seqs[person_of_user(e.user_id)].append(e.item_id)
+    events = (de for de in read_events(args.dataset) if args.all_events or de.role == "history")
+    seqs = positive_journeys(events, cfg.model.event_weights)
     init = SequenceModel.load(args.init) if args.init else None
     net = SASRecBaseline(rec.store, net_cfg, init=init)
-    net.fit(list(seqs.values()))  # on every core unless --sequence-param threads=N
+    net.fit(seqs)  # on every core unless --sequence-param threads=N
     served = net.serving_model()
     served.save(args.out)  # renamed over the old file: workers following it serve the new one
     info = net.info()

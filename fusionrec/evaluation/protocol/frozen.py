@@ -41,7 +41,7 @@ from fusionrec.errors import ConfigError
 from fusionrec.evaluation.baselines import Baseline, BaselineRequest, CoOccurrence, Popularity, TextMean
 from fusionrec.evaluation.cold import ColdPools, describe_pools
 from fusionrec.evaluation.metrics import KS, BeyondAccuracy, MetricSet, intra_list_diversity, novelty_at_k
-from fusionrec.evaluation.protocol.replay import every_core
+from fusionrec.evaluation.protocol.replay import every_core, person_of_user
 from fusionrec.evaluation.sasrec import SASRecBaseline, SASRecConfig, sequence_config
 from fusionrec.items import ItemStore as Catalog
 from fusionrec.learner.trainer import Example
@@ -105,11 +105,6 @@ class FrozenOptions:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ConfigError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
-
-
-def person_of_user(user_id: str) -> str:
-    """Dataset user ids name one person across platforms (as in the streaming protocol)."""
-    return f"u:{user_id}"
 
 
 @dataclass(frozen=True)

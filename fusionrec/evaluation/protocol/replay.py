@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +99,16 @@ def load_dataset(folder: str | Path, limit_users: int | None) -> list[DatasetEve
 def person_of_user(user_id: str) -> str:
     """Dataset user ids name one person across platforms (the identity links say so)."""
     return f"u:{user_id}"
+
+
+def positive_journeys(events: Iterable[DatasetEvent], weights: Mapping[str, float]) -> list[list[str]]:
+    """Each person's positive items, every platform, in the events' order: what the sequence
+    network is trained on."""
+    seqs: dict[str, list[str]] = defaultdict(list)
+    for de in events:
+        if event_weight(de.event.event_type, de.event.value, weights) > 0:
+            seqs[person_of_user(de.event.user_id)].append(de.event.item_id)
+    return list(seqs.values())
 
 
 def replay(
@@ -333,14 +343,9 @@ def _install_sequence_model(rec: Recommender, past: list[DatasetEvent], options:
     roles: at that point of the stream they are all the past) and serve it; what the training did."""
     from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
 
-    seqs: dict[str, list[str]] = defaultdict(list)
-    weights = rec.cfg.model.event_weights
-    for de in past:
-        if event_weight(de.event.event_type, de.event.value, weights) > 0:
-            seqs[person_of_user(de.event.user_id)].append(de.event.item_id)
     net = SASRecBaseline(rec.store, sequence_config(**dict(options.sequence_params)))
     with every_core():
-        net.fit(list(seqs.values()))
+        net.fit(positive_journeys(past, rec.cfg.model.event_weights))
     rec.install_sequence_model(net.serving_model())
     log.info("sequence model installed after %d events (%.0f s of training)", len(past), net.train_seconds)
     return {"trained_on_events": len(past), "fraction": options.sequence_fraction, **net.info()}
