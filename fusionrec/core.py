@@ -188,7 +188,7 @@ class Recommender:
     def install_sequence_model(self, model: SequenceModel | None) -> None:
         """Serve the learned sequence model's feature (``seq``) from the next batch on; ``None`` removes
         it.  Its weight in the ranker is learned online from then on (0 before: nothing changes)."""
-        self.fuser.sequence = None if model is None else model.aligned(self.platforms)
+        self.fuser.sequence = self.learner.sequence = None if model is None else model.aligned(self.platforms)
 
     @property
     def sequence_model(self) -> SequenceModel | None:
@@ -299,9 +299,11 @@ class Recommender:
         wants_new = any(self.policy.arm(p, platform).new_item_position > 0 for p in reqs.person[:1]) or self.policy.any_new_slot
         start = time.perf_counter()
         block = self._new_blocks.setdefault(platform, NewBlock(self.exact_precision))
+        seq_ids = None if self.fuser.sequence is None else self.fuser.sequence.id_table(platform)
         cands = find_candidates(
-            model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, catalog_version=self.store.version, exact_max=self.cfg.model.index_exact_max
-        )
+            model, items, reqs, self.sizes, new_slot=wants_new, new_block=block, catalog_version=self.store.version,
+            exact_max=self.cfg.model.index_exact_max, seq_ids=seq_ids,
+        )  # fmt: skip
         self.hooks.on_index("search", time.perf_counter() - start)
         chosen = choose(cands, reqs, model, items.vectors, self.policy, k, platform)
         return explain(chosen, reqs, self.store, platform, self.platforms)

@@ -472,11 +472,18 @@ class SASRecBaseline(Baseline):
 
     def _warm_start(self, init: SequenceModel) -> None:
         """Load a served model's weights into the new network: platform embeddings matched by name (a
-        platform it did not know starts from zeros), ID embeddings not carried (their rows were another
-        catalog's); a ConfigError when the shapes differ."""
+        platform it did not know starts from zeros), ID embeddings by platform and row (the served rows
+        are the catalog's, as a worker reads them; rows added since keep their start); a ConfigError when
+        the shapes differ."""
         assert self.model is not None
         arrays = init.aligned(self.platforms).to_arrays()
         arrays.pop("item.weight", None)
+        if self.model.item is not None and init.id_emb:
+            with torch.no_grad():
+                for p, table in init.id_emb.items():
+                    if p in self.start and table.shape[1] == self.cfg.dim:
+                        rows = min(len(table), self.catalog.size(p))
+                        self.model.item.weight[self.start[p] : self.start[p] + rows] = torch.from_numpy(table[:rows])
         state = self.model.state_dict()
         wrong = sorted(k for k, v in arrays.items() if k not in state or tuple(state[k].shape) != v.shape)
         if wrong:
@@ -640,14 +647,18 @@ class SASRecBaseline(Baseline):
         return self._text
 
     def serving_model(self) -> SequenceModel:
-        """The trained network as the ranker serves it (``learner.sequence``; needs ``item_text`` "only"
-        or "input_ids" and one expert: the serving side scores items by their text alone)."""
+        """The trained network as the ranker serves it (``learner.sequence``; needs ``item_text`` "only",
+        "input_ids" or "add", and one expert: the serving side reads items by their text, plus their ID
+        embeddings where the network has them)."""
         if self.model is None:
             raise RuntimeError("SASRecBaseline.serving_model() before fit()")
         arrays = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
-        id_rows = {p: (self.start[p], self.catalog.size(p)) for p in self.platforms} if self.cfg.item_text == "input_ids" else None
+        with_ids = self.cfg.item_text in ("input_ids", "add")
+        id_rows = {p: (self.start[p], self.catalog.size(p)) for p in self.platforms} if with_ids else None
         version = 0 if self.init is None else self.init.version + 1
-        return SequenceModel.from_arrays(arrays, self.platforms, heads=self.cfg.heads, version=version, id_rows=id_rows)
+        return SequenceModel.from_arrays(
+            arrays, self.platforms, heads=self.cfg.heads, version=version, id_rows=id_rows, id_out=self.cfg.item_text == "add"
+        )
 
     # --- the Baseline interface ---------------------------------------------------------------------
 

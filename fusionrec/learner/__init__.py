@@ -19,6 +19,7 @@ import numpy.typing as npt
 from fusionrec.items import ItemStore
 from fusionrec.learner.features import features_at
 from fusionrec.learner.model import FEATURES, INITIAL_WEIGHTS, POP_LONG, POP_SHORT, PlatformModel, PublishedModel
+from fusionrec.learner.sequence import SequenceModel
 from fusionrec.learner.stats import InteractionStats
 from fusionrec.learner.trainer import Adagrad, Example, negative_draw
 from fusionrec.policy.context import ContextGate
@@ -59,6 +60,7 @@ class OnlineLearner:
         self._examples: list[Example] = []
         self._weights: dict[str, npt.NDArray[np.float64]] = {}  # the published copy of the weights
         self._store_version = -1
+        self.sequence: SequenceModel | None = None  # the served sequence network (its ID part of ``seq``)
 
     # ---------------------------------------------------------------------------- stream
 
@@ -123,10 +125,23 @@ class OnlineLearner:
             rows,
             neg,
             stack([ex.seq_query for ex in group]) if any(ex.seq_query is not None for ex in group) else None,
+            *self._seq_id_part(platform, group),
         )
         valid = np.ones((len(rows), 1 + len(neg)), bool)
         valid[:, 1:] = neg[None, :] != rows[:, None]
         self.adagrad.step(platform, feats, log_q, valid)
+
+    def _seq_id_part(self, platform: str, group: Sequence[Example]) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+        """``(ID table, (M, h) hidden states)`` when the served network's ID embeddings score
+        ``platform``'s items and the examples have hidden states; else ``(None, None)``."""
+        table = None if self.sequence is None else self.sequence.id_table(platform)
+        if table is None or not any(ex.seq_hidden is not None for ex in group):
+            return None, None
+        hidden = np.zeros((len(group), table.shape[1]), np.float32)
+        for m, ex in enumerate(group):
+            if ex.seq_hidden is not None:
+                hidden[m] = ex.seq_hidden
+        return table, hidden
 
     # ---------------------------------------------------------------------------- publishing
 

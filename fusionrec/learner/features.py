@@ -35,6 +35,7 @@ from fusionrec.learner.model import (
     POP_SHORT,
     PlatformModel,
 )
+from fusionrec.learner.sequence import id_term
 
 __all__ = ["SEQ_FEATURE", "KNN_HISTORY", "seq_weights", "cooc_scores", "add_cooc_scores", "top_per_row", "features_at"]
 
@@ -197,11 +198,14 @@ def features_at(
     positives: I64,
     negatives: I64,
     seq: F32 | None = None,
+    seq_ids: F32 | None = None,
+    seq_hidden: F32 | None = None,
 ) -> npt.NDArray[np.float64]:
     """``(M, 1+S, F)`` features for training: of example ``m``'s chosen row ``positives[m]`` first, then
     of the ``S`` shared sampled rows.  ``vectors`` is the platform's item matrix; ``fused``/``own``/
     ``last`` are ``(M, d)`` (zeros where absent), and so is ``seq``, the sequence model's queries
-    (``None``: no model, the feature is 0)."""
+    (``None``: no model, the feature is 0); ``seq_ids`` and ``seq_hidden`` ``(M, h)``, for a network whose
+    ID embeddings score too, add their part (:func:`~fusionrec.learner.sequence.id_term`)."""
     m, s = len(positives), len(negatives)
     cols = np.concatenate([positives[:, None], np.broadcast_to(negatives, (m, s))], axis=1)
     f = np.zeros((m, 1 + s, N_FEATURES), np.float64)
@@ -212,6 +216,8 @@ def features_at(
             continue
         f[:, 0, j] = np.einsum("md,md->m", pos_v, q)
         f[:, 1:, j] = q @ neg_v.T
+    if seq is not None and seq_ids is not None and seq_hidden is not None:
+        f[:, :, SEQ] += id_term(seq_ids, seq_hidden, cols)
     if any(seqs):
         _gather_cooc(model, seqs, cols, f)
     f[:, :, POP_SHORT] = model.pop[0, cols]

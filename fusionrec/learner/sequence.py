@@ -10,9 +10,14 @@ model yields one text-space query vector per request, which folds into the query
 is searched with (:meth:`~fusionrec.learner.model.PlatformModel.text_query`) and costs nothing per
 item; a new item is scored through its text alone (cold start by text).
 
+A network trained with ID embeddings beside the text (``item_text="add"``: ``r_i = (v_i − b) W + e_i``
+for the items it was trained with) scores them by ``h · e_i`` too: the ranker adds that term to the
+``seq`` feature of its candidates (:meth:`SequenceModel.id_scores`; the candidates themselves are found
+with the text part), while an item added since the training has no ``e_i`` and is scored by its text.
+
 The network is trained offline with torch (``fusionrec.evaluation.sasrec.sequence_config``:
 ``item_text="only"``, one expert, one block; ``"input_ids"`` networks add ID embeddings on the input
-side only) and handed over as arrays (:meth:`SequenceModel.from_arrays`) or a file
+side only, ``"add"`` ones on both sides) and handed over as arrays (:meth:`SequenceModel.from_arrays`) or a file
 (:meth:`SequenceModel.save`, ``model.sequence_model``); :func:`forward_last` is its forward pass in
 evaluation mode, equal to the torch module's to float32 rounding (tested).
 """
@@ -31,7 +36,7 @@ import numpy.typing as npt
 
 from fusionrec.errors import ConfigError
 
-__all__ = ["SequenceModel", "forward_last", "forward_packed", "LAYER_NORM_EPS"]
+__all__ = ["SequenceModel", "forward_last", "forward_packed", "id_term", "LAYER_NORM_EPS"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -77,8 +82,9 @@ class SequenceModel:
     heads: int
     version: int = 0  # which training produced it (reports)
     # per platform, the ID embeddings of the items it was trained with (rows 0..len-1), added to the
-    # sequence's items only (``item_text="input_ids"``); None: the inputs are text alone
+    # sequence's items (``item_text="input_ids"``, or "add" with ``id_out``); None: the inputs are text alone
     id_emb: dict[str, F32] | None = None
+    id_out: bool = False  # the ID embeddings score items too (``item_text="add"``): ``seq(i)`` gains ``h · e_i``
     _reps: dict[str, tuple[int, F32]] = field(default_factory=dict, repr=False)  # platform -> (store version, (n, dim))
 
     @property
@@ -91,18 +97,27 @@ class SequenceModel:
 
     @classmethod
     def from_arrays(
-        cls, arrays: Mapping[str, npt.ArrayLike], platforms: Sequence[str], heads: int, version: int = 0, id_rows: Mapping[str, tuple[int, int]] | None = None
+        cls,
+        arrays: Mapping[str, npt.ArrayLike],
+        platforms: Sequence[str],
+        heads: int,
+        version: int = 0,
+        id_rows: Mapping[str, tuple[int, int]] | None = None,
+        id_out: bool = False,
     ) -> SequenceModel:
         """From the torch module's ``state_dict`` names (``adaptor.weight`` ``(1, text_dim, dim)``,
         ``adaptor.bias``, ``pos.weight``, ``platform.weight``, ``norm_in.*``, ``blocks.N.*``,
         ``norm_out.*``, and ``item.weight`` with ``id_rows``: each platform's ``(first row, items)`` in
-        it, for an ``input_ids`` network); linear weights are transposed to ``x @ W``."""
+        it, for an ``input_ids`` or, with ``id_out``, an ``add`` network); linear weights are transposed
+        to ``x @ W``."""
         a = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
         if ("item.weight" in a) != (id_rows is not None) or a["adaptor.weight"].shape[0] != 1:
             raise ConfigError(
-                "the served sequence model scores items by their text alone: train it with item_text='only' or 'input_ids' "
-                "(then give id_rows) and one expert"
+                "the served sequence model reads items by their text: train it with item_text='only', 'input_ids' or 'add' "
+                "(the last two: give id_rows) and one expert"
             )
+        if id_out and id_rows is None:
+            raise ConfigError("a sequence model whose ID embeddings score items needs them (id_rows)")
         ids = None if id_rows is None else {p: a["item.weight"][lo : lo + n] for p, (lo, n) in id_rows.items()}
 
         def lin(name: str) -> tuple[F32, F32]:
@@ -131,6 +146,7 @@ class SequenceModel:
             heads=heads,
             version=version,
             id_emb=ids,
+            id_out=id_out,
         )
 
     def to_arrays(self) -> dict[str, F32]:
@@ -164,7 +180,7 @@ class SequenceModel:
             rows[p] = (at, len((self.id_emb or {})[p]))
             at += rows[p][1]
         meta = {"format": SAVE_FORMAT, "platforms": list(self.platforms), "heads": self.heads, "version": self.version,
-                "id_rows": rows if self.id_emb is not None else None}  # fmt: skip
+                "id_rows": rows if self.id_emb is not None else None, "id_out": self.id_out}  # fmt: skip
         path = Path(path)
         part = path.with_name(f".{path.name}.part")
         with open(part, "wb") as fh:  # renamed over the old file once whole: a worker never reads half of one
@@ -183,7 +199,9 @@ class SequenceModel:
         if meta.get("format") != SAVE_FORMAT:
             raise ConfigError(f"{path}: sequence model format {meta.get('format')!r}, this version reads {SAVE_FORMAT}")
         id_rows = None if meta["id_rows"] is None else {p: (int(lo), int(n)) for p, (lo, n) in meta["id_rows"].items()}
-        return cls.from_arrays(arrays, meta["platforms"], heads=int(meta["heads"]), version=int(meta["version"]), id_rows=id_rows)
+        return cls.from_arrays(
+            arrays, meta["platforms"], heads=int(meta["heads"]), version=int(meta["version"]), id_rows=id_rows, id_out=bool(meta.get("id_out", False))
+        )
 
     def aligned(self, platforms: Sequence[str]) -> SequenceModel:
         """The same model with its platform embeddings in ``platforms`` order (the serving core's); a
@@ -213,8 +231,37 @@ class SequenceModel:
         representations one sequence after another, ``lengths`` ``(B,)`` ≥ 1, ``next_platform`` ``(N,)``
         indices into ``platforms`` (each position's next item's platform, the asked platform at the
         last): :func:`forward_packed`'s layout."""
+        return self.queries_hidden(flat, lengths, next_platform)[0]
+
+    def queries_hidden(self, flat: F32, lengths: I64, next_platform: I64) -> tuple[F32, F32]:
+        """:meth:`queries` and the last hidden states ``h`` ``(B, dim)`` they come from (what
+        :meth:`id_scores` reads)."""
         h = forward_packed(self, flat, lengths, next_platform)
-        return (h @ self.adaptor_w.T).astype(np.float32)
+        return (h @ self.adaptor_w.T).astype(np.float32), h
+
+    def id_table(self, platform: str) -> F32 | None:
+        """``(n, dim)`` the ID embeddings that score ``platform``'s rows ``0..n-1``; None when the
+        network scores by text alone."""
+        if not self.id_out or self.id_emb is None:
+            return None
+        return self.id_emb.get(platform)
+
+    def id_scores(self, platform: str, hidden: F32, rows: I64) -> F32:
+        """``(B, C)`` the ID part of ``seq``, ``h_b · e_{rows[b, c]}``; 0 for rows the network has no
+        embedding of (added since its training, or -1 = none) and for a network without ``id_out``."""
+        return id_term(self.id_table(platform), hidden, rows)
+
+
+def id_term(table: F32 | None, hidden: F32, rows: I64) -> F32:
+    """``(B, C)``: ``hidden[b] · table[rows[b, c]]``, 0 where ``rows`` is outside ``table`` (or no table)."""
+    out = np.zeros(rows.shape, np.float32)
+    if table is None or not len(table):
+        return out
+    known = (rows >= 0) & (rows < len(table))
+    gathered = table[np.where(known, rows, 0)]  # (B, C, dim)
+    np.einsum("bcd,bd->bc", gathered, hidden.astype(np.float32), out=out)
+    out[~known] = 0.0
+    return out
 
 
 def _norm(x: F32, p: tuple[F32, F32]) -> F32:

@@ -39,6 +39,7 @@ class Example:
     seq: list[int]  # rows of the platform's recent positive items, oldest first
     journey: list[int] | None = None  # hashes of the recent positive items of every platform (sequence model)
     seq_query: F32 | None = None  # the sequence model's query from ``journey``
+    seq_hidden: F32 | None = None  # and its hidden state (the ID part of ``seq``, for a network with ``id_out``)
 
 
 class Adagrad:

@@ -37,7 +37,8 @@ import numpy.typing as npt
 
 from fusionrec.items import PlatformItems
 from fusionrec.learner.features import add_cooc_scores, cooc_scores, top_per_row
-from fusionrec.learner.model import NEW, PlatformModel
+from fusionrec.learner.model import NEW, SEQ, PlatformModel
+from fusionrec.learner.sequence import id_term
 from fusionrec.pipeline.precision import OldCopy
 from fusionrec.pipeline.requests import RequestBatch
 from fusionrec.topk import exact_top_k
@@ -162,10 +163,25 @@ def _block_top_k(scores: F32, rows: I64, still: npt.NDArray[np.bool_], k: int) -
 
 
 def find_candidates(
-    model: PlatformModel, items: PlatformItems, reqs: RequestBatch, sizes: CandidateSizes, *, new_slot: bool, new_block: NewBlock, catalog_version: int, exact_max: int
+    model: PlatformModel,
+    items: PlatformItems,
+    reqs: RequestBatch,
+    sizes: CandidateSizes,
+    *,
+    new_slot: bool,
+    new_block: NewBlock,
+    catalog_version: int,
+    exact_max: int,
+    seq_ids: F32 | None = None,
 ) -> Candidates:
-    """Candidates of every request (all of one platform), scored by the published ``model``."""
+    """Candidates of every request (all of one platform), scored by the published ``model``.
+
+    ``seq_ids``: the served sequence network's ID table of the platform, when its ID embeddings score
+    (``h · e_i``, part of the ``seq`` feature): searched exactly, every item gets that part before the
+    best are kept; through the index, the candidates found with the text part get it afterwards."""
     assert items.index is not None, "the item store was built without a candidate index"
+    if seq_ids is None or reqs.seq_hidden is None or not model.weights[SEQ]:
+        seq_ids = None
     fused, own, last = reqs.fused, reqs.own, reqs.last
     q_text = model.text_query(fused, own, last, reqs.seq_query)
     new_now = _new_now(model, items)
@@ -173,7 +189,8 @@ def find_candidates(
 
     wants_new = (model.uses_new or new_slot) and sizes.new > 0 and bool(new_now.any())
     if items.index.kind == "exact" and int(new_now.sum()) <= exact_max:
-        text_rows, text_scores, found_new = _exact_search(model, items, reqs, q_text, sizes, new_now, wants_new, new_block, catalog_version)
+        id_part = None if seq_ids is None else _id_part(model, reqs, seq_ids, items.n)
+        text_rows, text_scores, found_new = _exact_search(model, items, reqs, q_text, sizes, new_now, wants_new, new_block, catalog_version, id_part)
         blocks.append((text_rows, text_scores, np.zeros(text_rows.shape, bool)))
         return _assemble(model, reqs, q_text, blocks, text_rows, found_new, new_now, new_slot, sizes, items, new_block, catalog_version, exact_max)
 
@@ -205,7 +222,20 @@ def find_candidates(
             seen |= (pop_rows[:, :, None] == cooc_rows[:, None, :]).any(axis=2)
         blocks.append((pop_rows, np.where(seen, -np.inf, pop_scores).astype(np.float32), np.zeros(pop_rows.shape, bool)))
 
-    return _assemble(model, reqs, q_text, blocks, text_rows, None, new_now, new_slot, sizes, items, new_block, catalog_version, exact_max)
+    cands = _assemble(model, reqs, q_text, blocks, text_rows, None, new_now, new_slot, sizes, items, new_block, catalog_version, exact_max)
+    if seq_ids is not None:
+        cands.scores += np.float32(model.weights[SEQ]) * id_term(seq_ids, reqs.seq_hidden, cands.rows)
+    return cands
+
+
+def _id_part(model: PlatformModel, reqs: RequestBatch, table: F32, n: int) -> F32:
+    """``(B, n)`` the weighted ID part of ``seq`` for every row (0 for rows the network has no embedding of)."""
+    assert reqs.seq_hidden is not None
+    out = np.zeros((len(reqs), n), np.float32)
+    known = min(len(table), n)
+    np.matmul(reqs.seq_hidden, table[:known].T, out=out[:, :known])
+    out *= np.float32(model.weights[SEQ])
+    return out
 
 
 def _exact_search(
@@ -218,6 +248,7 @@ def _exact_search(
     wants_new: bool,
     block: NewBlock,
     version: int,
+    id_part: F32 | None = None,
 ) -> tuple[I64, F32, tuple[F32, I64] | None]:
     """A catalog small enough to search exactly: the full score of every item, best first.
 
@@ -226,7 +257,7 @@ def _exact_search(
     popular`` items are the candidates: the top of the exhaustive ranking, exactly (up to the product's
     rounding with ``model.exact_precision`` bfloat16).  When the model
     scores new items, they are kept apart in their block and scored by the new-item query instead (each
-    item costs one dot product per request)."""
+    item costs one dot product per request).  ``id_part``: :func:`_id_part`, added to every scored row."""
     n = items.n
     found_new: tuple[F32, I64] | None = None
     if model.uses_new:  # the old items from the block's contiguous copy, also when no item is new any more
@@ -241,6 +272,8 @@ def _exact_search(
         if len(rows) < n:
             scores = scores[:, rows]
         scores += _pop_part(model, rows)[None, :]
+    if id_part is not None:  # (with the new-item terms, new items are kept apart above: their text alone)
+        scores += id_part[:, rows]
     column = np.full(n, -1, np.int64)
     column[rows] = np.arange(len(rows))
     if model.uses_cooc and any(reqs.seq):
@@ -287,10 +320,12 @@ def _assemble(
     return Candidates(rows, scores, new)
 
 
-def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestBatch) -> F32:
+def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestBatch, seq_ids: F32 | None = None) -> F32:
     """``(B, n)``: the learned score of every item of the platform for every request, by the same
     published model; what the candidate stage approximates (measurement and tests only: its cost grows
-    with the catalog).  Dead rows score -inf; consumed items are not masked."""
+    with the catalog).  Dead rows score -inf; consumed items are not masked.  ``seq_ids``: the served
+    network's ID table of the platform, when its ID embeddings score (the candidate stage adds that part
+    to its candidates only, :func:`add_seq_id_scores`)."""
     n = items.n
     q_text = model.text_query(reqs.fused, reqs.own, reqs.last, reqs.seq_query)
     scores = q_text @ items.vectors[:n].T
@@ -304,5 +339,8 @@ def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestB
     if model.uses_new or new.any():
         extra = (model.new_query(reqs.fused, reqs.last) @ items.vectors[:n].T) + np.float32(w[NEW])
         scores += np.where(new[None, :], extra, 0.0).astype(np.float32)
+    if seq_ids is not None and reqs.seq_hidden is not None and w[SEQ]:
+        known = min(len(seq_ids), n)
+        scores[:, :known] += np.float32(w[SEQ]) * (reqs.seq_hidden @ seq_ids[:known].T)
     scores[:, ~items.alive[:n]] = -np.inf
     return scores

@@ -63,6 +63,7 @@ class RequestBatch:
     recent: list[list[list[int]]]  # per platform: rows of its newest items, newest first
     consumed: list[I64]  # rows of the target platform the person consumed, sorted
     seq_query: F32 | None = None  # (B, d) the sequence model's text-space queries; None without a model
+    seq_hidden: F32 | None = None  # (B, h) its last hidden states, for a network whose ID embeddings score too
 
     def __len__(self) -> int:
         return len(self.person)
@@ -74,6 +75,7 @@ class RequestBatch:
             self.platform[ix], pick(self.person), pick(self.event_id), pick(self.touched), self.fused[ix], self.known[ix],
             self.own[ix], self.last[ix], self.weights[ix], self.units[ix], self.present[ix], pick(self.seq), pick(self.recent),
             pick(self.consumed), None if self.seq_query is None else self.seq_query[ix],
+            None if self.seq_hidden is None else self.seq_hidden[ix],
         )  # fmt: skip
 
     @classmethod
@@ -84,12 +86,11 @@ class RequestBatch:
             return parts[0]
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         join = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
-        seq_query = None
-        if any(p.seq_query is not None for p in parts):
-            seq_query = np.concatenate([p.seq_query if p.seq_query is not None else np.zeros((len(p), dim), np.float32) for p in parts])
+        seq_query, seq_hidden = _joined([p.seq_query for p in parts], parts), _joined([p.seq_hidden for p in parts], parts)
         return cls(
             cat("platform"), join("person"), join("event_id"), join("touched"), cat("fused"), cat("known"), cat("own"),
             cat("last"), cat("weights"), cat("units"), cat("present"), join("seq"), join("recent"), join("consumed"), seq_query,
+            seq_hidden,
         )  # fmt: skip
 
     @classmethod
@@ -97,6 +98,14 @@ class RequestBatch:
         z = np.zeros((0, dim), np.float32)
         return cls(np.zeros(0, np.int64), [], [], [], z, np.zeros(0, bool), z, z, np.zeros((0, platforms)),
                    np.zeros((0, platforms, dim), np.float32), np.zeros((0, platforms), bool), [], [], [])  # fmt: skip
+
+
+def _joined(arrays: Sequence[F32 | None], parts: Sequence[RequestBatch]) -> F32 | None:
+    """The parts' optional ``(len, width)`` arrays stacked, zeros for a part without one; None if none has."""
+    width = next((a.shape[1] for a in arrays if a is not None), None)
+    if width is None:
+        return None
+    return np.concatenate([a if a is not None else np.zeros((len(p), width), np.float32) for a, p in zip(arrays, parts)])
 
 
 @dataclass
@@ -211,14 +220,15 @@ class Fuser:
         sequence model reads them; empty while no model is installed (nothing to copy)."""
         return list(bs.seq[i]) if self.sequence is not None else []
 
-    def seq_queries(self, journeys: Sequence[Sequence[int]], target: I64) -> F32 | None:
-        """``(B, d)`` the sequence model's text-space queries (zeros for an empty journey); None without
-        a model.  The journeys' items are located by hash all at once, packed one journey after another
+    def seq_queries(self, journeys: Sequence[Sequence[int]], target: I64) -> tuple[F32, F32] | None:
+        """``(B, d)`` the sequence model's text-space queries and ``(B, h)`` its hidden states (zeros for
+        an empty journey); None without a model.  The journeys' items are located by hash all at once, packed one journey after another
         (no padding: :meth:`SequenceModel.queries`), their adaptor outputs read from the model's cache."""
         model = self.sequence
         if model is None:
             return None
         out = np.zeros((len(journeys), self.store.dim), np.float32)
+        hidden = np.zeros((len(journeys), model.dim), np.float32)
         tails = [j[-model.max_len :] for j in journeys]
         counts = np.fromiter(map(len, tails), np.int64, len(tails))
         codes, rows = self.store.locate(np.fromiter(itertools.chain.from_iterable(tails), np.uint64, int(counts.sum())))
@@ -226,8 +236,11 @@ class Fuser:
         plat = np.array([index.get(p, -1) for p in self.store.platforms] + [-1], np.int64)[codes]  # code -1: the last, -1
         owner = np.repeat(np.arange(len(journeys)), counts)[plat >= 0]
         rows, plat = rows[plat >= 0], plat[plat >= 0]
+        if self.restrict:  # the ablation: nothing of the other platforms reaches the ranking
+            own = plat == target[owner]
+            owner, rows, plat = owner[own], rows[own], plat[own]
         if not len(rows):
-            return out
+            return out, hidden
         per_journey = np.bincount(owner, minlength=len(journeys))
         live = np.flatnonzero(per_journey)
         lengths = per_journey[live]
@@ -238,8 +251,8 @@ class Fuser:
         nxt = np.empty_like(plat)
         nxt[:-1] = plat[1:]  # each position is asked about its next item's platform...
         nxt[np.cumsum(lengths) - 1] = target[live]  # ...the last about the request's
-        out[live] = model.queries(flat, lengths, nxt)
-        return out
+        out[live], hidden[live] = model.queries_hidden(flat, lengths, nxt)
+        return out, hidden
 
     def consumed_rows(self, bs: BatchState, i: int, platform: str) -> I64:
         rows = np.array(self.store.rows_of_hashes(platform, bs.consumed[i]), np.int64)
@@ -277,7 +290,8 @@ class Fuser:
         else:
             known = ok
         recent = [[rows if present_j else [] for rows, present_j in zip(per, flags)] for per, flags in zip(recent, present.tolist())]
+        sequence = (self.seq_queries(journeys, m.target) if journeys else None) or (None, None)
         return RequestBatch(
             m.target.copy(), [bs.persons[i] for i in m.who.tolist()], event_ids, touched, fused, known, own,
-            last, weights, m.unit, present, seqs, recent, consumed, self.seq_queries(journeys, m.target) if journeys else None,
+            last, weights, m.unit, present, seqs, recent, consumed, *sequence,
         )  # fmt: skip

@@ -289,10 +289,10 @@ class Updater:
                 example.last = last[m] if seqs[j] else None
             with_journey = [(m, e) for m, (_, e) in enumerate(examples) if e.journey]
             if with_journey:
-                queries = self.fuser.seq_queries([e.journey or [] for _, e in with_journey], before.target[sel[[m for m, _ in with_journey]]])
-                if queries is not None:
-                    for q, (_, example) in zip(queries, with_journey):
-                        example.seq_query = q
+                found = self.fuser.seq_queries([e.journey or [] for _, e in with_journey], before.target[sel[[m for m, _ in with_journey]]])
+                if found is not None:
+                    for q, h, (_, example) in zip(*found, with_journey):
+                        example.seq_query, example.seq_hidden = q, h
         alphas, present = self.fuser.alphas(before)
         multi = np.flatnonzero(present.sum(axis=1) >= 2)
         if len(multi):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fakes import DictStates, build_core
+from fusionrec.config import PolicyConfig
 from fusionrec.contracts import BehaviorEvent
 from fusionrec.core import Recommender
 from fusionrec.errors import ConfigError
@@ -120,13 +121,92 @@ def test_item_representations_are_cached_per_store_version() -> None:
     assert model.input_reps("a", vectors * 2, store_version=4) is not first
 
 
-def test_only_a_text_only_single_expert_network_can_be_served() -> None:
+def test_only_a_single_expert_network_with_its_id_rows_can_be_served() -> None:
     torch.manual_seed(0)
     text = torch.randn(N_ITEMS + 1, TEXT_DIM)
     for cfg in (SASRecConfig(dim=16, heads=2, max_len=8, item_text="add"), SASRecConfig(dim=16, heads=2, max_len=8, item_text="only", text_experts=2)):
         net = SASRec(N_ITEMS, 1, cfg, text)
-        with pytest.raises(ConfigError, match="'only' or 'input_ids'"):
+        with pytest.raises(ConfigError, match="'only', 'input_ids' or 'add'"):
             SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2)
+    net, _ = trained_like(1)
+    with pytest.raises(ConfigError, match="needs them"):
+        SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2, id_out=True)
+
+
+def add_network(seed: int = 4) -> tuple[SASRec, torch.Tensor]:
+    torch.manual_seed(seed)
+    cfg = SASRecConfig(dim=16, heads=2, blocks=1, max_len=8, item_text="add")
+    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
+    text[0] = 0.0
+    net = SASRec(N_ITEMS, 1, cfg, text)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.4)
+    return net.eval(), text
+
+
+def test_an_add_network_scores_by_text_query_plus_its_id_part() -> None:
+    """``item_text="add"``: ``h · (r_i + e_i)`` is ``(W h) · v_i + h · e_i`` up to one constant per
+    request, for the rows with an ID embedding; a row added since the training scores by its text."""
+    net, text = add_network()
+    lengths = [3, 7]
+    known = N_ITEMS - 5
+    seqs, nxt = padded(lengths, 1, 8)
+    seqs = seqs.clamp(max=known)  # the sequence's items have an ID row
+    with torch.no_grad():
+        hidden = net(seqs, nxt)[torch.arange(2), torch.tensor(lengths) - 1]
+        scores = (hidden @ net.item_table()[1:].T).numpy()
+        text_only = (hidden @ net.adaptor(net.text)[1:].T).numpy()
+    model = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2, id_rows={"a": (1, known)}, id_out=True)
+    reps = model.input_reps("a", text[1:].numpy(), store_version=0)
+    q, h = model.queries_hidden(*packed(reps[np.maximum(seqs.numpy() - 1, 0)], np.array(lengths), nxt.numpy()))
+    np.testing.assert_allclose(h, hidden.numpy(), rtol=2e-4, atol=2e-4)
+    rows = np.broadcast_to(np.arange(N_ITEMS), (2, N_ITEMS))
+    mine = q @ text[1:].numpy().T + model.id_scores("a", h, rows)
+    want = np.concatenate([scores[:, :known], text_only[:, known:]], axis=1)
+    shift = mine - want
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(N_ITEMS, 1), atol=2e-3)
+    assert (model.id_scores("a", h, np.array([[-1, known, 0]]).repeat(2, 0))[:, :2] == 0).all()  # none, no ID row
+    plain = SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2, id_rows={"a": (1, known)})
+    assert plain.id_table("a") is None and not plain.id_scores("a", h, rows).any()  # input_ids-style: no ID part
+
+
+def test_the_core_adds_the_id_part_to_its_candidates_and_to_its_training_features() -> None:
+    """With an ``id_out`` network the ranking follows ``h · e_i``: an item whose ID embedding points along
+    every hidden state comes first once the ``seq`` weight is positive, and not without the ID part."""
+    rec = build_core(("shop", "video"), dim=CORE_DIM, policy=PolicyConfig(name="none", new_item_position=0))
+    states = DictStates()
+    rec.process(journey_events("P", ["s1", "v4", "v2", "s7", "v9"]), states, rank=False)
+    rec.process(journey_events("Q", ["s3", "s5", "s8"], start=10), states, rank=False)  # s3: no longer a new item
+    rec.learner.publish()
+    model = core_model(["shop", "video"])
+    n_shop = rec.store.platforms["shop"].n
+    reqs = None
+    for id_out in (False, True):
+        ids = {"shop": np.zeros((n_shop, model.dim), np.float32), "video": np.zeros((1, model.dim), np.float32)}
+        model.id_emb, model.id_out = ids, id_out
+        rec.install_sequence_model(model)
+        reqs = rec.requests_for(states, ["P"], ["shop"], [T0 + 99])
+        assert reqs.seq_hidden is not None
+        star = rec.store.row_of("s3")
+        ids["shop"][star] = 50.0 * reqs.seq_hidden[0] / np.linalg.norm(reqs.seq_hidden[0])
+        rec.install_sequence_model(model)
+        rec.learner.model.platforms["shop"].weights[SEQ] = 1.0
+        top = rec.rank_ids(rec.requests_for(states, ["P"], ["shop"], [T0 + 99]), k=3)[0]
+        assert (top[0] == "s3") == id_out
+    assert reqs is not None
+    from fusionrec.learner.features import features_at
+
+    platform_model = rec.learner.model.platforms["shop"]
+    items = rec.store.platforms["shop"]
+    zeros = np.zeros((1, CORE_DIM), np.float32)
+    args = (platform_model, items.vectors, zeros, zeros, zeros, [[]], np.array([star]), np.array([0, star]))
+    q = reqs.seq_query
+    assert q is not None
+    without = features_at(*args, seq=q)
+    with_ids = features_at(*args, seq=q, seq_ids=ids["shop"], seq_hidden=reqs.seq_hidden)
+    expected = ids["shop"][[star, 0, star]] @ reqs.seq_hidden[0]
+    np.testing.assert_allclose(with_ids[0, :, SEQ] - without[0, :, SEQ], expected, rtol=1e-5, atol=1e-4)
 
 
 # --- served by the core ------------------------------------------------------------------------------
@@ -174,6 +254,20 @@ def test_requests_carry_the_sequence_models_query_of_the_cross_platform_journey(
     assert not np.allclose(reqs.seq_query[0], reqs.seq_query[1])  # the asked platform is an input
 
 
+def test_restricted_to_the_target_platform_the_journey_holds_its_items_only() -> None:
+    """``--restrict-to-target-platform``: the sequence model reads the target platform's part of the
+    journey, as if the person had done nothing elsewhere."""
+    journey = ["s1", "v4", "v2", "s7", "v9"]
+    queries = []
+    for restrict, items in ((True, journey), (False, ["s1", "s7"])):
+        rec = build_core(("shop", "video"), dim=CORE_DIM, restrict_to_target_platform=restrict)
+        states = DictStates()
+        rec.process(journey_events("P", items), states, rank=False)
+        rec.install_sequence_model(core_model(["shop", "video"]))
+        queries.append(rec.requests_for(states, ["P"], ["shop"], [T0 + 99]).seq_query)
+    np.testing.assert_allclose(queries[0], queries[1], rtol=1e-5, atol=1e-6)
+
+
 def test_the_seq_weight_is_learned_only_with_a_model_installed() -> None:
     rng = np.random.default_rng(0)
     items = [f"s{i}" for i in range(30)] + [f"v{i}" for i in range(30)]
@@ -212,11 +306,13 @@ def test_a_saved_model_loads_to_the_same_queries(tmp_path: Any) -> None:
         SequenceModel.load(tmp_path / "missing.npz")
 
 
-def test_a_saved_input_ids_model_keeps_its_id_rows(tmp_path: Any) -> None:
+@pytest.mark.parametrize("id_out", [False, True])
+def test_a_saved_model_with_id_embeddings_keeps_its_id_rows(tmp_path: Any, id_out: bool) -> None:
     model = core_model(["shop", "video"])
     ids = {"video": np.ones((3, model.dim), np.float32), "shop": np.full((2, model.dim), 2.0, np.float32)}
-    model.id_emb = ids
+    model.id_emb, model.id_out = ids, id_out
     model.save(tmp_path / "m.npz")
     back = SequenceModel.load(tmp_path / "m.npz")
     assert back.id_emb is not None and set(back.id_emb) == {"shop", "video"}
+    assert back.id_out is id_out
     assert all(np.array_equal(back.id_emb[p], ids[p]) for p in ids)
