@@ -167,9 +167,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).replace(platforms=tuple(dataset_platforms(args.dataset)))
     if args.protocol == "frozen":
         return eval_frozen(cfg, args)
-    if args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model or args.refit_epochs:
+    if (
+        args.split != "test" or args.keep_consumed or args.sasrec_param or args.baselines or args.baseline_param or args.no_model
+        or args.refit_epochs or args.no_sequence_refresh
+    ):  # fmt: skip
         raise ConfigError(
-            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model and --refit-epochs need --protocol frozen"
+            "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --refit-epochs and "
+            "--no-sequence-refresh need --protocol frozen"
         )
     if args.sequence_param and not args.sequence_model:
         raise ConfigError("--sequence-param needs --sequence-model")
@@ -239,8 +243,8 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
     overrides = sasrec_params(args.sasrec_param)
     if args.sasrec_epochs is not None:
         overrides["epochs"] = args.sasrec_epochs
-    if args.sequence_param and not args.sequence_model:
-        raise ConfigError("--sequence-param needs --sequence-model")
+    if (args.sequence_param or args.no_sequence_refresh) and not args.sequence_model:
+        raise ConfigError("--sequence-param and --no-sequence-refresh need --sequence-model")
     sequence = sasrec_params(args.sequence_param, "--sequence-param")
     options = FrozenOptions(
         split=args.split,
@@ -252,6 +256,7 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         policy=args.policy,
         restrict_to_target_platform=args.restrict_to_target_platform,
         sequence_model=args.sequence_model,
+        sequence_refresh=not args.no_sequence_refresh,
         refit_epochs=args.refit_epochs,
         sequence_config=sequence_config(**sequence),
         **others,
@@ -427,6 +432,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--sequence-param", action="append", default=[], metavar="NAME=VALUE",
         help="with --sequence-model: a SASRecConfig field of its network (repeatable; item_text=only, max_len=20, blocks=1 by default)",
+    )
+    ev.add_argument(
+        "--no-sequence-refresh", action="store_true",
+        help="frozen, with --sequence-model: rank the targets with the network trained on the first 80%% of the history "
+        "(default: that network fine-tuned on the whole history, as a deployment's trainer refreshes it)",
     )
     ev.add_argument(
         "--refit-epochs", type=int, default=0, metavar="N",

@@ -90,6 +90,8 @@ class FrozenOptions:
     # ``sequence_fraction`` of the history (its config: ``sequence_config``), installed from there on
     sequence_model: bool = False
     sequence_fraction: float = 0.8
+    # then fine-tuned on the whole history and served for the targets (the weights stay)
+    sequence_refresh: bool = True
     sequence_config: SASRecConfig = field(default_factory=sequence_config)
     # > 0: the model's ranking weights are refitted, this many passes, on each person's last history
     # item of each platform, ranked from the state before it as the targets will be (ModelMethod)
@@ -189,6 +191,7 @@ class ModelMethod:
         rank_batch: int = 1024,
         sequence: SASRecConfig | None = None,
         sequence_fraction: float = 0.8,
+        sequence_refresh: bool = True,
         refit_epochs: int = 0,
     ) -> None:
         self.rec = rec
@@ -197,6 +200,7 @@ class ModelMethod:
         self.rank_batch = rank_batch
         self.sequence = sequence
         self.sequence_fraction = sequence_fraction
+        self.sequence_refresh = sequence_refresh
         self.refit_epochs = refit_epochs
         self._linked: set[tuple[str, str]] = set()
 
@@ -226,10 +230,14 @@ class ModelMethod:
             weights = {p: w.copy() for p, w in rec.learner.weights.items()}
             self._learn([events[n] for n in order], rejected)
             rec.learner.adagrad.weights.update(weights)  # the held-back events enter the state, not the weights
+        refresh: dict[str, Any] | str = "off"
+        if self.sequence is not None and self.sequence_refresh:
+            refresh = self._refresh_sequence(history)
         rec.learner.publish()  # the last weights and statistics, not only those of the last publication
         cfg = rec.cfg
         return {
             "sequence_model": sequence or "off",
+            "sequence_model_refresh": refresh,
             "refit": refit,
             "learned_events": len(events) - sum(rejected.values()),
             "rejected": dict(rejected),
@@ -263,13 +271,25 @@ class ModelMethod:
                 if row is None or rec.store.platform_of(e.item_id) != e.platform or not reqs.known[i]:
                     continue
                 query = None if reqs.seq_query is None else reqs.seq_query[i]
-                examples.append(Example(e.platform, row, reqs.fused[i], reqs.own[i], reqs.last[i], reqs.seq[i], None, query))
+                hidden = None if reqs.seq_hidden is None else reqs.seq_hidden[i]
+                examples.append(Example(e.platform, row, reqs.fused[i], reqs.own[i], reqs.last[i], reqs.seq[i], None, query, hidden))
         before = {p: [round(float(x), 4) for x in w] for p, w in rec.learner.weights.items()}
         rng = np.random.default_rng(0)
         for _ in range(self.refit_epochs):
             for s in range(0, len(examples), REFIT_BATCH):
                 rec.learner.train_on([examples[j] for j in rng.permutation(len(examples))[s : s + REFIT_BATCH]])
         return {"epochs": self.refit_epochs, "examples": len(examples), "held_back_events": len(events), "weights_before": before}
+
+    def _refresh_sequence(self, history: History) -> dict[str, Any]:
+        """Fine-tune the installed network on every history event and serve that for the targets, as a
+        deployment's trainer refreshes the file its workers follow: the ranking weights stay those
+        learned with the first network (on events it never saw); no target is in either training."""
+        served = self.rec.sequence_model
+        assert self.sequence is not None and served is not None
+        net = SASRecBaseline(self.rec.store, self.sequence, init=served)
+        net.fit(list(history.sequences().values()))
+        self.rec.install_sequence_model(net.serving_model())
+        return {"trained_on_events": len(history.events), **net.info()}
 
     def _fit_sequence(self, history: History, cut: int) -> dict[str, Any]:
         """Train the sequence model on the people's positive items among the first ``cut`` history
@@ -580,7 +600,7 @@ def evaluate_frozen(
     built = [factory(catalog) for factory in (default_methods(options) if methods is None else methods)]
     if rec is not None:
         sequence = options.sequence_config if options.sequence_model else None
-        built.insert(0, ModelMethod(rec, sequence=sequence, sequence_fraction=options.sequence_fraction, refit_epochs=options.refit_epochs))
+        built.insert(0, ModelMethod(rec, sequence=sequence, sequence_fraction=options.sequence_fraction, sequence_refresh=options.sequence_refresh, refit_epochs=options.refit_epochs))
     result = run_frozen(
         catalog, split, built,
         positive=lambda e: event_weight(e.event_type, e.value, weights) > 0,

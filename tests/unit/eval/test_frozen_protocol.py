@@ -381,11 +381,19 @@ def test_the_sequence_model_is_trained_on_the_first_part_of_the_history_and_serv
     for e, person in zip(history.events[:cut], history.persons[:cut]):
         first_part.setdefault(person, []).append(e.item_id)
     assert sorted(fitted[0]) == sorted(first_part.values())  # ...and the network saw that part only
-    assert rec.sequence_model is not None and info["sequence_model"]["trained_on_events"] == cut
+    assert info["sequence_model"]["trained_on_events"] == cut
+    # then it was fine-tuned on the whole history (the targets served by that one, version + 1)
+    assert len(fitted) == 2 and sorted(fitted[1]) == sorted(history.sequences().values())
+    assert rec.sequence_model is not None and rec.sequence_model.version == 1
+    assert info["sequence_model_refresh"]["trained_on_events"] == len(history.events)
     reqs = rec.requests_for(method.states, ["u:u1"], ["shop"], [T0 + 10])
     assert reqs.seq_query is not None and np.abs(reqs.seq_query).sum() > 0
     assert all(method.rank([BaselineRequest("u:u1", "shop", T0 + 10, frozenset())], 10))
     assert ModelMethod(core_with(folder)).fit(history)["sequence_model"] == "off"
+    fitted.clear()
+    stale = core_with(folder)
+    assert ModelMethod(stale, sequence=net, sequence_fraction=0.5, sequence_refresh=False).fit(history)["sequence_model_refresh"] == "off"
+    assert len(fitted) == 1 and stale.sequence_model is not None and stale.sequence_model.version == 0
 
 
 def test_train_sequence_writes_a_model_the_composition_root_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -475,7 +483,11 @@ def test_the_refit_ranks_the_held_back_items_from_the_state_before_them_and_keep
     assert ModelMethod(core_with(folder)).fit(history)["refit"] == "off"
 
 
-def test_train_sequence_fine_tunes_a_served_model_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("item_text", ["only", "add"])
+def test_train_sequence_fine_tunes_a_served_model_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], item_text: str
+) -> None:
+    """With ``add`` the ID embeddings are carried row by row too (and still score: ``id_out``)."""
     import numpy as np
 
     from fusionrec.learner.sequence import SequenceModel
@@ -489,7 +501,7 @@ def test_train_sequence_fine_tunes_a_served_model_in_place(tmp_path: Path, monke
 
     monkeypatch.setattr("stream.compose.build_recommender", fake_core)
     out = tmp_path / "seq.npz"
-    net = ["--sequence-param", "threads=1", "--sequence-param", "dim=8", "--sequence-param", "heads=2"]
+    net = ["--sequence-param", "threads=1", "--sequence-param", "dim=8", "--sequence-param", "heads=2", "--sequence-param", f"item_text={item_text}"]
     assert main(["train-sequence", "--dataset", str(folder), "--out", str(out), "--sequence-param", "epochs=2", *net]) == 0
     first = SequenceModel.load(out)
     assert first.version == 0
@@ -498,10 +510,12 @@ def test_train_sequence_fine_tunes_a_served_model_in_place(tmp_path: Path, monke
             "--sequence-param", "lr=0", *net]  # fmt: skip
     assert main(argv) == 0
     again = SequenceModel.load(out)
-    assert again.version == 1
+    assert again.version == 1 and again.id_out == first.id_out == (item_text == "add")
     a, b = first.to_arrays(), again.to_arrays()
+    assert ("item.weight" in a) == (item_text == "add")
     assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
     capsys.readouterr()
-    other = ["--sequence-param", "epochs=1", "--sequence-param", "threads=1", "--sequence-param", "dim=16", "--sequence-param", "heads=2"]
+    other = ["--sequence-param", "epochs=1", "--sequence-param", "threads=1", "--sequence-param", "dim=16", "--sequence-param", "heads=2",
+             "--sequence-param", f"item_text={item_text}"]  # fmt: skip
     assert main(["train-sequence", "--dataset", str(folder), "--out", str(tmp_path / "x.npz"), "--init", str(out), *other]) != 0
     assert "does not fit this network" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
