@@ -117,12 +117,13 @@ class History:
     persons: Sequence[str]
     positive: Sequence[bool]
 
-    def sequences(self) -> dict[str, list[str]]:
-        """Each person's positive items in time order (all platforms)."""
+    def sequences(self, per_platform: bool = False) -> dict[str, list[str]]:
+        """Each person's positive items in time order (all platforms; ``per_platform``: one sequence per
+        person and platform, keyed ``person/platform``)."""
         seqs: dict[str, list[str]] = defaultdict(list)
         for e, person, pos in zip(self.events, self.persons, self.positive):
             if pos:
-                seqs[person].append(e.item_id)
+                seqs[f"{person}/{e.platform}" if per_platform else person].append(e.item_id)
         return dict(seqs)
 
 
@@ -287,7 +288,7 @@ class ModelMethod:
         served = self.rec.sequence_model
         assert self.sequence is not None and served is not None
         net = SASRecBaseline(self.rec.store, self.sequence, init=served)
-        net.fit(list(history.sequences().values()))
+        net.fit(list(history.sequences(per_platform=self.rec.restrict_to_target_platform).values()))
         self.rec.install_sequence_model(net.serving_model())
         return {"trained_on_events": len(history.events), **net.info()}
 
@@ -298,7 +299,9 @@ class ModelMethod:
         assert self.sequence is not None
         first = History(history.events[:cut], history.persons[:cut], history.positive[:cut])
         net = SASRecBaseline(self.rec.store, self.sequence)
-        net.fit(list(first.sequences().values()))  # on every core unless its config says otherwise
+        # restricted to the target platform (the fusion ablation), each platform's journey apart: the
+        # network learns what it reads when serving, nothing of another platform
+        net.fit(list(first.sequences(per_platform=self.rec.restrict_to_target_platform).values()))
         self.rec.install_sequence_model(net.serving_model())
         return {"trained_on_events": cut, "fraction": self.sequence_fraction, **net.info()}
 

@@ -101,13 +101,13 @@ def person_of_user(user_id: str) -> str:
     return f"u:{user_id}"
 
 
-def positive_journeys(events: Iterable[DatasetEvent], weights: Mapping[str, float]) -> list[list[str]]:
+def positive_journeys(events: Iterable[DatasetEvent], weights: Mapping[str, float], per_platform: bool = False) -> list[list[str]]:
     """Each person's positive items, every platform, in the events' order: what the sequence
-    network is trained on."""
-    seqs: dict[str, list[str]] = defaultdict(list)
+    network is trained on (``per_platform``: each person's platforms apart, the fusion ablation)."""
+    seqs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for de in events:
         if event_weight(de.event.event_type, de.event.value, weights) > 0:
-            seqs[person_of_user(de.event.user_id)].append(de.event.item_id)
+            seqs[person_of_user(de.event.user_id), de.event.platform if per_platform else ""].append(de.event.item_id)
     return list(seqs.values())
 
 
@@ -345,7 +345,7 @@ def _install_sequence_model(rec: Recommender, past: list[DatasetEvent], options:
 
     net = SASRecBaseline(rec.store, sequence_config(**dict(options.sequence_params)))
     with every_core():
-        net.fit(positive_journeys(past, rec.cfg.model.event_weights))
+        net.fit(positive_journeys(past, rec.cfg.model.event_weights, per_platform=rec.restrict_to_target_platform))
     rec.install_sequence_model(net.serving_model())
     log.info("sequence model installed after %d events (%.0f s of training)", len(past), net.train_seconds)
     return {"trained_on_events": len(past), "fraction": options.sequence_fraction, **net.info()}

@@ -519,3 +519,19 @@ def test_train_sequence_fine_tunes_a_served_model_in_place(
              "--sequence-param", f"item_text={item_text}"]  # fmt: skip
     assert main(["train-sequence", "--dataset", str(folder), "--out", str(tmp_path / "x.npz"), "--init", str(out), *other]) != 0
     assert "does not fit this network" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+
+
+def test_restricted_to_the_target_platform_the_network_learns_each_platforms_journey_apart(tmp_path: Path) -> None:
+    """The fusion ablation: the sequence network's training journeys hold one platform each (it reads
+    no more than that when it serves), in both protocols."""
+    from fusionrec.evaluation.protocol.replay import positive_journeys
+
+    folder = write(tmp_path / "d", HAND)
+    history = history_of(split_events(list(read_events(folder)), "test"))
+    assert history.sequences()["u:u3"] == ["a", "b", "x"]
+    apart = history.sequences(per_platform=True)
+    assert apart["u:u3/shop"] == ["a", "b"] and apart["u:u3/news"] == ["x"]
+    events = list(read_events(folder))
+    weights = Config().model.event_weights
+    assert ["a", "b", "x", "e"] in positive_journeys(events, weights) and ["x"] not in positive_journeys(events, weights)
+    assert ["x"] in positive_journeys(events, weights, per_platform=True) and ["a", "b", "e"] in positive_journeys(events, weights, per_platform=True)
