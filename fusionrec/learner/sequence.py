@@ -11,9 +11,10 @@ is searched with (:meth:`~fusionrec.learner.model.PlatformModel.text_query`) and
 item; a new item is scored through its text alone (cold start by text).
 
 A network trained with ID embeddings beside the text (``item_text="add"``: ``r_i = (v_i − b) W + e_i``
-for the items it was trained with) scores them by ``h · e_i`` too: the ranker adds that term to the
-``seq`` feature of its candidates (:meth:`SequenceModel.id_scores`; the candidates themselves are found
-with the text part), while an item added since the training has no ``e_i`` and is scored by its text.
+for the items it was trained with) scores them by ``h · e_i`` too (:meth:`SequenceModel.id_scores`):
+the ranker adds that part to every item's ``seq`` where the catalog is searched exactly and to the
+candidates found with the text part where the index searches it; an item added since the training has
+no ``e_i`` and is scored by its text.
 
 The network is trained offline with torch (``fusionrec.evaluation.sasrec.sequence_config``:
 ``item_text="only"``, one expert, one block; ``"input_ids"`` networks add ID embeddings on the input
