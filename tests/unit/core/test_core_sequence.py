@@ -21,10 +21,10 @@ from fusionrec.learner.sequence import SequenceModel, forward_last
 TEXT_DIM, N_ITEMS = 12, 40
 
 
-def trained_like(platforms: int, blocks: int = 2, seed: int = 0) -> tuple[SASRec, torch.Tensor]:
+def trained_like(platforms: int, blocks: int = 2, seed: int = 0, item_text: str = "only") -> tuple[SASRec, torch.Tensor]:
     """A network with weights far from their tiny initialisation (as after training)."""
     torch.manual_seed(seed)
-    cfg = SASRecConfig(dim=16, heads=2, blocks=blocks, max_len=8, item_text="only")
+    cfg = SASRecConfig(dim=16, heads=2, blocks=blocks, max_len=8, item_text=item_text)
     text = torch.randn(N_ITEMS + 1, TEXT_DIM)
     text[0] = 0.0
     net = SASRec(N_ITEMS, platforms, cfg, text)
@@ -84,15 +84,7 @@ def test_the_text_query_ranks_items_as_the_network_scores_them() -> None:
 def test_input_ids_enter_the_sequence_with_their_id_embedding_and_score_by_text() -> None:
     """An ``input_ids`` network: the served inputs are text + ID (rows it was trained with), the
     forward pass equals torch's, the scoring side stays the text adaptor."""
-    torch.manual_seed(3)
-    cfg = SASRecConfig(dim=16, heads=2, blocks=2, max_len=8, item_text="input_ids")
-    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
-    text[0] = 0.0
-    net = SASRec(N_ITEMS, 1, cfg, text)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn_like(p) * 0.4)
-    net.eval()
+    net, text = trained_like(1, seed=3, item_text="input_ids")
     arrays = {k: v.numpy() for k, v in net.state_dict().items()}
     with pytest.raises(ConfigError):
         SequenceModel.from_arrays(arrays, ["a"], heads=2)  # the ID embeddings need their rows
@@ -133,22 +125,10 @@ def test_only_a_single_expert_network_with_its_id_rows_can_be_served() -> None:
         SequenceModel.from_arrays({k: v.numpy() for k, v in net.state_dict().items()}, ["a"], heads=2, id_out=True)
 
 
-def add_network(seed: int = 4) -> tuple[SASRec, torch.Tensor]:
-    torch.manual_seed(seed)
-    cfg = SASRecConfig(dim=16, heads=2, blocks=1, max_len=8, item_text="add")
-    text = torch.randn(N_ITEMS + 1, TEXT_DIM)
-    text[0] = 0.0
-    net = SASRec(N_ITEMS, 1, cfg, text)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn_like(p) * 0.4)
-    return net.eval(), text
-
-
 def test_an_add_network_scores_by_text_query_plus_its_id_part() -> None:
     """``item_text="add"``: ``h · (r_i + e_i)`` is ``(W h) · v_i + h · e_i`` up to one constant per
     request, for the rows with an ID embedding; a row added since the training scores by its text."""
-    net, text = add_network()
+    net, text = trained_like(1, blocks=1, seed=4, item_text="add")
     lengths = [3, 7]
     known = N_ITEMS - 5
     seqs, nxt = padded(lengths, 1, 8)
