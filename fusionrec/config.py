@@ -179,6 +179,29 @@ class ModelConfig:
         "replaced it (a trainer writes a new one in place: `train-sequence --out` renames it over the old); "
         "0 = never.",
     )
+    sequence_finetune_every_s: float = setting(
+        0.0,
+        "FUSIONREC_SEQUENCE_FINETUNE_EVERY_S",
+        "How often a worker fine-tunes the served sequence model on the journeys of the people it saw since "
+        "the last round, in a background thread on `model.device` (the GPU when there is one); the result is "
+        "served only when it beats the served weights on those people's latest items, and is then written "
+        "over `model.sequence_model` and into the worker's checkpoints; 0 = never (the default: on a host "
+        "without a GPU the training takes cores from the hot path).",
+    )
+    sequence_finetune_people: int = setting(
+        20_000,
+        "FUSIONREC_SEQUENCE_FINETUNE_PEOPLE",
+        "The most recent people whose journeys one fine-tuning round trains on (the oldest are dropped).",
+    )
+    sequence_finetune_min_people: int = setting(
+        500, "FUSIONREC_SEQUENCE_FINETUNE_MIN_PEOPLE", "A round is skipped until this many people were seen."
+    )
+    sequence_finetune_epochs: int = setting(
+        2, "FUSIONREC_SEQUENCE_FINETUNE_EPOCHS", "Epochs of one fine-tuning round (the best one on validation is kept)."
+    )
+    sequence_finetune_max_s: float = setting(
+        120.0, "FUSIONREC_SEQUENCE_FINETUNE_MAX_S", "Training seconds of one round at most."
+    )
     half_life_days: float = setting(
         30.0, "FUSIONREC_HALF_LIFE_DAYS", "Half-life of a past event's weight in a person's profile."
     )
@@ -415,6 +438,19 @@ def validate(cfg: Config) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value}")
+    tuning = {
+        "model.sequence_finetune_people": cfg.model.sequence_finetune_people,
+        "model.sequence_finetune_min_people": cfg.model.sequence_finetune_min_people,
+        "model.sequence_finetune_epochs": cfg.model.sequence_finetune_epochs,
+        "model.sequence_finetune_max_s": cfg.model.sequence_finetune_max_s,
+    }
+    for name, value in tuning.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    if cfg.model.sequence_finetune_every_s < 0:
+        raise ConfigError(f"model.sequence_finetune_every_s must be >= 0, got {cfg.model.sequence_finetune_every_s}")
+    if cfg.model.sequence_finetune_every_s > 0 and not cfg.model.sequence_model:
+        raise ConfigError("model.sequence_finetune_every_s needs model.sequence_model: the network to start from and to write over")
     if cfg.model.sequence_model_check_s < 0:
         raise ConfigError(f"model.sequence_model_check_s must be >= 0, got {cfg.model.sequence_model_check_s}")
     protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

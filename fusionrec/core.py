@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +42,8 @@ from fusionrec.policy.context import EventContext, parse_context
 from fusionrec.policy.ranker import PolicyRanker
 from fusionrec.protocols import ItemEncoderT
 from fusionrec.state import PersonState
+
+SEQUENCE_FILE = "sequence.npz"  # the served sequence network, in a checkpoint's model directory
 
 __all__ = ["Identity", "Rejection", "Outcome", "Recommender", "StateStore", "DictStates", "CoreHooks", "ItemChanges", "plan_item_changes", "RequestBatch"]
 
@@ -176,14 +179,24 @@ class Recommender:
         """Write what :meth:`checkpoint_state` captured (slow: safe in a thread)."""
         tensors, meta = persistence.to_tensors(state)
         manifest = {"model_version": self.model_version, "config_digest": self.cfg.digest(), "learned_events": int(meta["learned"]), "version": int(meta["version"])}
+        if state.sequence is not None:
+            manifest["sequence_model_version"] = state.sequence.version
         persistence.write(directory, tensors, meta, manifest)
+        if state.sequence is not None:  # the network the ranker learned its seq weight with
+            state.sequence.save(Path(directory) / SEQUENCE_FILE)
         self.hooks.on_checkpoint()
 
     def save_checkpoint(self, directory: str) -> None:
         self.write_checkpoint(directory, self.checkpoint_state())
 
     def load_checkpoint(self, directory: str) -> None:
+        """The learned parameters; and the sequence network the checkpoint holds, where it is newer
+        than the one served (a file a trainer wrote since the checkpoint stays served)."""
         persistence.load_state_dict(self.learner, *persistence.read(directory))
+        path = Path(directory) / SEQUENCE_FILE
+        if path.exists():
+            saved, served = SequenceModel.load(path), self.sequence_model
+            self.install_sequence_model(saved if served is None or saved.version > served.version else served)
 
     def install_sequence_model(self, model: SequenceModel | None) -> None:
         """Serve the learned sequence model's feature (``seq``) from the next batch on; ``None`` removes

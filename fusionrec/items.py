@@ -88,6 +88,15 @@ class PlatformItems:
             self.index.add(rows, vectors)
         return rows
 
+    def copy(self) -> PlatformItems:
+        """The rows as they are now, without the index (what a reader in another thread may keep)."""
+        n = self.n
+        twin = PlatformItems(self.name, self.dim, None)
+        twin.ids, twin.row_of, twin.live = list(self.ids), dict(self.row_of), self.live
+        twin.names, twin.vectors = self.names[:n].copy(), self.vectors[:n].copy()
+        twin.hashes, twin.alive = self.hashes[:n].copy(), self.alive[:n].copy()
+        return twin
+
     def drop(self, item_ids: Sequence[str]) -> None:
         rows = np.array([self.row_of[i] for i in item_ids], np.int64)
         self.live -= int(self.alive[rows].sum())
@@ -108,6 +117,16 @@ class ItemStore:
         self._rows_by_hash: dict[str, dict[int, int]] = {}  # the same per platform: hash -> row
         self._sorted: tuple[int, Hashes, Rows, Rows] | None = None  # (version, hashes sorted, codes, rows): locate()
         self.version = 0
+
+    def snapshot(self) -> ItemStore:
+        """A copy of the items as they are now, without candidate indexes: a training thread reads it
+        while the event loop goes on changing this store (rows, ids and hashes stay where they are)."""
+        twin = ItemStore(self.dim)
+        twin.platforms = {p: items.copy() for p, items in self.platforms.items()}
+        twin._where, twin._by_hash = dict(self._where), dict(self._by_hash)
+        twin._rows_by_hash = {p: dict(rows) for p, rows in self._rows_by_hash.items()}
+        twin.version = self.version
+        return twin
 
     # ------------------------------------------------------------------------------ changes
 

@@ -27,6 +27,7 @@ from stream.dashboard import install_ops
 from stream.kafka_settings import faust_broker_credentials
 from stream.metrics import Metrics, MetricsHooks
 from stream.sequence_follower import SequenceModelFollower
+from stream.sequence_tuner import SequenceFineTuner
 from stream.topics import ensure_topics
 from stream.worker import HotPath
 
@@ -75,19 +76,21 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     catalog = CatalogFollower(cfg, rec, dead_letter)
     checkpointer = WorkerCheckpointer(cfg, rec)
     sequence = SequenceModelFollower(cfg, rec)
+    tuner = SequenceFineTuner(cfg, rec, sequence)
 
     async def processed(events: int, offsets: dict[TopicPartition, int]) -> None:
         checkpointer.processed(events, offsets)
         if checkpointer.due():
             checkpointer.start_write()
 
-    hot = HotPath(cfg, rec, catalog, metrics, recall, on_processed=processed)
+    hot = HotPath(cfg, rec, catalog, metrics, recall, on_processed=processed, on_states=tuner.saw if tuner.enabled else None)
     checkpointer.states = hot.states
     app.fusionrec_metrics = metrics  # type: ignore[attr-defined]
     app.fusionrec_recommender = rec  # type: ignore[attr-defined]
     app.fusionrec_checkpointer = checkpointer  # type: ignore[attr-defined]
     app.fusionrec_hot_path = hot  # type: ignore[attr-defined]
     app.fusionrec_sequence_follower = sequence  # type: ignore[attr-defined]
+    app.fusionrec_sequence_tuner = tuner  # type: ignore[attr-defined]
 
     @app.task
     async def main() -> None:
@@ -103,7 +106,7 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
             checkpointer.restore()  # learned parameters need the catalog loaded first
             gc.freeze()  # the catalog and the libraries stay: keep them out of every collection
             gc.set_threshold(*GC_THRESHOLDS)
-            await asyncio.gather(hot.run(), follow, sequence.run())
+            await asyncio.gather(hot.run(), follow, sequence.run(), tuner.run())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the replacement replays from the committed offsets

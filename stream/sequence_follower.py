@@ -42,6 +42,10 @@ class SequenceModelFollower:
             return None
         return st.st_mtime_ns, st.st_size
 
+    def adopt(self) -> None:
+        """The file now holds the model served here (this worker wrote it): do not load it again."""
+        self.served = self._signature()
+
     async def check(self) -> bool:
         """Install the file if it changed since the served one; True when a new model is served."""
         now = self._signature()

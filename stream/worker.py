@@ -126,6 +126,7 @@ class HotPath:
         metrics: Metrics,
         recall: OnlineRecall,
         on_processed: Callable[[int, dict[TopicPartition, int]], Awaitable[None]] | None = None,
+        on_states: Callable[[dict[str, bytes]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.rec = rec
@@ -133,6 +134,7 @@ class HotPath:
         self.metrics = metrics
         self.recall = recall
         self.on_processed = on_processed
+        self.on_states = on_states  # the packed states each batch changed (the sequence fine-tuner's journeys)
         k = cfg.kafka
         self.events_topics = {k.events_topic(p) for p in cfg.platforms}
         self.partition_of = PartitionCache(k.partitions)
@@ -391,7 +393,10 @@ class HotPath:
         for rej in rejections:  # a duplicate is dead-lettered too, and was answered again above
             env = envelopes[rej.position]
             await self.dead_letter(outbox, DeadLetter(rej.reason, rej.detail, env[2], env[3], env[4], env[1].encode()))
-        for person, raw in self.states.take_dirty().items():
+        dirty = self.states.take_dirty()
+        if self.on_states is not None:
+            self.on_states(dirty)
+        for person, raw in dirty.items():
             key, partition = person.encode(), self.partition_of(person)
             if not outbox.put(self.states.topic, partition, key, raw):
                 await outbox.add(self.states.topic, partition, key, raw)

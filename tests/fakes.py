@@ -14,7 +14,7 @@ import numpy as np
 
 from encoder.items import ItemEncoder
 from fusionrec.config import Config, PolicyConfig, WorkerConfig
-from fusionrec.contracts import ItemUpsert
+from fusionrec.contracts import BehaviorEvent, ItemUpsert
 from fusionrec.core import DictStates, Recommender
 from stream.compose import index_factory
 
@@ -63,4 +63,35 @@ def build_core(
     return rec
 
 
-__all__ = ["HashEncoder", "DictStates", "build_core", "catalog"]
+def cycle_walks(rec: Recommender, people: int, n: int = 30, seed: int = 0) -> DictStates:
+    """Each person clicks along the shop cycle of :func:`catalog` from a random item (``s_j``,
+    ``s_j+1``, ...); the packed states the core stored."""
+    rng = np.random.default_rng(seed)
+    states, events = DictStates(), []
+    for u in range(people):
+        start, length = int(rng.integers(n)), int(rng.integers(4, 9))
+        for t in range(length):
+            events.append(BehaviorEvent(f"e{u}-{t}", 1000.0 + t, "shop", f"u{u}", f"s{(start + t) % n}", "click"))
+    events.sort(key=lambda e: e.ts)
+    rec.process(events, states, rank=False)
+    return states
+
+
+def random_sequence_model(
+    item_text: str = "only", version: int = 3, seed: int = 0, dim: int = 16, platforms: Sequence[str] = ("shop", "video"), n: int = 30
+) -> Any:
+    """An untrained one-block network over :func:`catalog`'s items (``n`` per platform), as served."""
+    import torch
+
+    from fusionrec.evaluation.sasrec import SASRec, SASRecConfig
+    from fusionrec.learner.sequence import SequenceModel
+
+    torch.manual_seed(seed)
+    items = n * len(platforms)
+    net = SASRec(items, len(platforms), SASRecConfig(dim=dim, heads=2, blocks=1, max_len=20, item_text=item_text), torch.zeros(items + 1, dim))
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}
+    id_rows = {p: (1 + j * n, n) for j, p in enumerate(platforms)} if item_text != "only" else None
+    return SequenceModel.from_arrays(arrays, list(platforms), heads=2, version=version, id_rows=id_rows, id_out=item_text == "add")
+
+
+__all__ = ["HashEncoder", "DictStates", "build_core", "catalog", "cycle_walks", "random_sequence_model"]

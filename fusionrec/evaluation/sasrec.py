@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -66,7 +65,7 @@ from fusionrec.evaluation.baselines import Baseline, BaselineRequest, top_items
 from fusionrec.items import ItemStore as Catalog
 from fusionrec.learner.sequence import SequenceModel
 
-__all__ = ["SASRecConfig", "SASRec", "SASRecBaseline"]
+__all__ = ["SASRecConfig", "SASRec", "SASRecBaseline", "network_config", "sequence_config", "training_device"]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +101,11 @@ class SASRecConfig:
     # items as ID + text adaptor, the scored items as text adaptor alone (untied)
     item_text: str = "off"
     text_experts: int = 1  # whitening adaptors in the mixture (item_text "add" or "only")
+    device: str = "auto"  # where it trains: "auto" (the GPU when torch sees one), "cpu", "cuda", "cuda:N"
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         if self.item_text not in ITEM_TEXT:
             raise ConfigError(f"item_text must be one of {', '.join(ITEM_TEXT)}; got {self.item_text!r}")
         if self.text_experts < 1:
@@ -114,11 +116,28 @@ class SASRecConfig:
         return 4 * self.dim
 
 
+def training_device(name: str) -> torch.device:
+    """``"auto"``: the GPU when torch sees one, else the CPU; a named CUDA device must be there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"the sequence network is to train on {name}, but torch sees no GPU here")
+    return torch.device(name)
+
+
 def sequence_config(**overrides: Any) -> SASRecConfig:
     """The network the ranker serves as its ``seq`` feature (``learner.sequence``): text only, the
     state's sequence length, one block (steam, validation split: NDCG@10 of the model with it 0.0312
     with one block, 0.0314 with two, at a third of the serving cost); ``overrides`` on top."""
     return replace(SASRecConfig(item_text="only", max_len=SEQUENCE_LENGTH, blocks=1), **overrides)
+
+
+def network_config(model: SequenceModel, **overrides: Any) -> SASRecConfig:
+    """The network a served model's weights fit (its width, heads, blocks, length and how it reads
+    items), to fine-tune it; ``overrides`` set how to train (epochs, dropout, device...)."""
+    item_text = "only" if model.id_emb is None else "add" if model.id_out else "input_ids"
+    shape = {"dim": model.dim, "heads": model.heads, "blocks": len(model.blocks), "max_len": model.max_len, "item_text": item_text}
+    return sequence_config(**{**shape, **overrides})
 
 
 class FastDropout(nn.Module):
@@ -337,6 +356,7 @@ class SASRecBaseline(Baseline):
         super().__init__(catalog)
         self.cfg = cfg or SASRecConfig()
         self.init = init
+        self.device = training_device(self.cfg.device)
         self.platforms: list[str] = sorted(catalog.ids)
         # vocabulary: platform by platform, catalog row order, so a platform is one contiguous slice
         self.start: dict[str, int] = {}
@@ -398,6 +418,7 @@ class SASRecBaseline(Baseline):
             "loss": self.loss_kind,
             "valid_curve": self.valid_curve,  # validation ndcg@10 after each epoch
             "config": {k: getattr(self.cfg, k) for k in self.cfg.__dataclass_fields__},
+            "device": str(self.device),
         }
 
     # --- training -----------------------------------------------------------------------------------
@@ -418,22 +439,23 @@ class SASRecBaseline(Baseline):
         counts = np.bincount(np.concatenate([*data.train, np.zeros(1, np.int64)]), minlength=len(self.plat_of))
         counts[0] = 0
         self.trained = torch.from_numpy(counts > 0)
-        self.proposal = {p: self._proposal(counts, p) for p in self.platforms}
+        self.proposal = {p: self._proposal(counts, p).to(self.device) for p in self.platforms}
         self.softmax_col = torch.zeros(len(self.plat_of), dtype=torch.long)  # vocabulary -> softmax column
         for p in self.platforms:
             lo, hi = self._slice(p)
             rows = torch.nonzero(self.trained[lo:hi]).squeeze(1) + lo
-            self.softmax_rows[p] = rows
             self.softmax_col[rows] = torch.arange(len(rows))
+            self.softmax_rows[p] = rows.to(self.device)
+        self.softmax_col = self.softmax_col.to(self.device)
         self.loss_kind = {
             p: "full" if self.catalog.size(p) <= cfg.full_softmax_max else f"sampled:{cfg.negatives}+logQ"
             for p in self.platforms
         }
         text = torch.from_numpy(self._text_matrix()) if cfg.item_text != "off" else None
-        self.model = SASRec(len(self.plat_of) - 1, len(self.platforms), cfg, text)
+        self.model = SASRec(len(self.plat_of) - 1, len(self.platforms), cfg, text).to(self.device)
         if self.model.item is not None:
             with torch.no_grad():  # items no sequence holds never get a gradient: no random vector either
-                self.model.item.weight[~self.trained] = 0.0
+                self.model.item.weight[(~self.trained).to(self.device)] = 0.0
         if self.init is not None:
             self._warm_start(self.init)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), fused=True)
@@ -483,7 +505,7 @@ class SASRecBaseline(Baseline):
                 for p, table in init.id_emb.items():
                     if p in self.start and table.shape[1] == self.cfg.dim:
                         rows = min(len(table), self.catalog.size(p))
-                        self.model.item.weight[self.start[p] : self.start[p] + rows] = torch.from_numpy(table[:rows])
+                        self.model.item.weight[self.start[p] : self.start[p] + rows] = torch.from_numpy(table[:rows]).to(self.device)
         state = self.model.state_dict()
         wrong = sorted(k for k, v in arrays.items() if k not in state or tuple(state[k].shape) != v.shape)
         if wrong:
@@ -507,9 +529,9 @@ class SASRecBaseline(Baseline):
         order = np.lexsort((rng.random(len(win.length)), win.length))  # by length, random within a length
         batches = [order[b : b + self.cfg.batch_size] for b in range(0, len(order), self.cfg.batch_size)]
         for bn in rng.permutation(len(batches)):
-            inputs, labels, keep = batch(win, batches[bn])
+            inputs, labels, keep = (t.to(self.device) for t in batch(win, batches[bn]))
             table = self.model.item_table()
-            h = self.model(inputs, torch.from_numpy(self.plat_of[labels.numpy()]), table)
+            h = self.model(inputs, self._platform_of(labels), table)
             loss = self._loss(h[keep], labels[keep], table)
             opt.zero_grad()
             loss.backward()
@@ -521,7 +543,7 @@ class SASRecBaseline(Baseline):
     def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Mean next-item cross-entropy, each label against its own platform's (trained) items
         (``weight``: the items' representations, :meth:`SASRec.item_table`)."""
-        plat = torch.from_numpy(self.plat_of[labels.numpy()])
+        plat = self._platform_of(labels)
         total = hidden.new_zeros(())
         for n, p in enumerate(self.platforms):
             sel = plat == n
@@ -548,7 +570,11 @@ class SASRecBaseline(Baseline):
         neg_logits = h @ weight[neg].T - log_expected[neg][None]
         neg_logits = neg_logits.masked_fill(neg[None] == y[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logits], dim=1)
-        return nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long), reduction="sum")
+        return nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device), reduction="sum")
+
+    def _platform_of(self, items: torch.Tensor) -> torch.Tensor:
+        """The platform number of each vocabulary index, on the indices' device."""
+        return torch.from_numpy(self.plat_of[items.cpu().numpy()]).to(items.device)
 
     # --- validation and scoring ---------------------------------------------------------------------
 
@@ -571,9 +597,9 @@ class SASRecBaseline(Baseline):
                 rows = np.concatenate([np.full(len(s), b) for b, s in enumerate(seqs)])
                 cols = np.concatenate(seqs) - lo
                 own = (cols >= 0) & (cols < scores.shape[1])
-                scores[torch.from_numpy(rows[own]), torch.from_numpy(cols[own])] = float("-inf")
-            target = torch.from_numpy(data.valid_target[[users[i] for i in chunk]] - lo)
-            t = scores[torch.arange(len(chunk)), target]
+                scores[torch.from_numpy(rows[own]).to(self.device), torch.from_numpy(cols[own]).to(self.device)] = float("-inf")
+            target = torch.from_numpy(data.valid_target[[users[i] for i in chunk]] - lo).to(self.device)
+            t = scores[torch.arange(len(chunk), device=self.device), target]
             rank = (scores > t[:, None]).sum(1).double()
             gain = torch.where(torch.isfinite(t) & (rank < NDCG_K), 1.0 / torch.log2(rank + 2), 0.0)
             total += float(gain.sum())
@@ -602,8 +628,8 @@ class SASRecBaseline(Baseline):
             nxt[b, : len(s) - 1] = self.plat_of[s[1:]]  # each position's next item's platform...
             nxt[b, len(s) - 1] = platform  # ...and the asked platform at the query position
             last[b] = len(s) - 1
-        hidden = self.model(torch.from_numpy(x), torch.from_numpy(nxt))
-        return hidden[torch.arange(len(seqs)), torch.from_numpy(last)]
+        hidden = self.model(torch.from_numpy(x).to(self.device), torch.from_numpy(nxt).to(self.device))
+        return hidden[torch.arange(len(seqs), device=self.device), torch.from_numpy(last).to(self.device)]
 
     def _platform_scores(self, hidden: torch.Tensor, platform: int) -> torch.Tensor:
         """(B, items of the platform) scores; untrained items without text just below every other."""
@@ -621,20 +647,21 @@ class SASRecBaseline(Baseline):
         assert self.model is not None
         emb = self.model.item_table().detach().clone()
         text = self._text_matrix()
-        has_text = torch.from_numpy(np.linalg.norm(text, axis=1) > 0)
-        fit_rows = self.trained & has_text
-        untrained = ~self.trained
+        has_text = torch.from_numpy(np.linalg.norm(text, axis=1) > 0).to(self.device)
+        trained = self.trained.to(self.device)
+        fit_rows = trained & has_text
+        untrained = ~trained
         untrained[0] = False
         # with an adaptor, an untrained item's vector is already its text's (its ID embedding is zero)
         if self.model.adaptor is None and bool(fit_rows.any()) and bool((untrained & has_text).any()):
-            x = torch.from_numpy(text)[fit_rows].double()
+            x = torch.from_numpy(text).to(self.device)[fit_rows].double()
             y = emb[fit_rows].double()
             xm, ym = x.mean(0), y.mean(0)
             xc = x - xm
-            a = xc.T @ xc + RIDGE_LAMBDA * torch.eye(x.shape[1], dtype=torch.float64)
+            a = xc.T @ xc + RIDGE_LAMBDA * torch.eye(x.shape[1], dtype=torch.float64, device=self.device)
             w = torch.linalg.solve(a, xc.T @ (y - ym))
             rows = untrained & has_text
-            emb[rows] = ((torch.from_numpy(text)[rows].double() - xm) @ w + ym).to(emb.dtype)
+            emb[rows] = ((torch.from_numpy(text).to(self.device)[rows].double() - xm) @ w + ym).to(emb.dtype)
         floor = untrained & ~has_text
         emb[floor] = 0.0
         self.table, self.floor = emb, floor
@@ -652,7 +679,7 @@ class SASRecBaseline(Baseline):
         embeddings where the network has them)."""
         if self.model is None:
             raise RuntimeError("SASRecBaseline.serving_model() before fit()")
-        arrays = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         with_ids = self.cfg.item_text in ("input_ids", "add")
         id_rows = {p: (self.start[p], self.catalog.size(p)) for p in self.platforms} if with_ids else None
         version = 0 if self.init is None else self.init.version + 1
@@ -678,7 +705,7 @@ class SASRecBaseline(Baseline):
         seqs = [np.asarray(self.history[requests[n].person], np.int64) for n in live]
         plats = np.array([self.platforms.index(requests[n].platform) for n in live], np.int64)
         for platform, chunk in self._chunks(seqs, plats):
-            scores = self._platform_scores(self._hidden([seqs[i] for i in chunk], platform), platform).numpy()
+            scores = self._platform_scores(self._hidden([seqs[i] for i in chunk], platform), platform).cpu().numpy()
             for row, i in zip(scores, chunk):
                 r = requests[live[i]]
                 out[live[i]] = top_items(row.astype(np.float64), self.catalog, r.platform, r.consumed, k)

@@ -26,6 +26,7 @@ from fusionrec.learner.trainer import INITIAL_GRAD_SQ
 
 if TYPE_CHECKING:
     from fusionrec.learner import OnlineLearner
+    from fusionrec.learner.sequence import SequenceModel
 
 __all__ = ["Captured", "capture", "to_tensors", "state_dict", "load_state_dict", "write", "read"]
 
@@ -41,6 +42,7 @@ class Captured:
     platforms: dict[str, dict[str, Any]]
     context: tuple[dict[str, np.ndarray], dict[str, str]]
     meta: dict[str, str]
+    sequence: SequenceModel | None = None  # the served network (replaced whole on a change, never changed)
 
 
 def capture(learner: OnlineLearner) -> Captured:
@@ -70,7 +72,7 @@ def capture(learner: OnlineLearner) -> Captured:
         "positives": str(learner.positives),
         "version": str(learner.model.version),
     }
-    return Captured(platforms, learner.context.state(), meta)
+    return Captured(platforms, learner.context.state(), meta, learner.sequence)
 
 
 def to_tensors(c: Captured) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -1,20 +1,24 @@
-"""A worker serving a learned sequence model on the real broker, and taking a newer file without a restart.
+"""A worker serving a learned sequence model on the real broker: taking a newer file without a restart,
+and fine-tuning the network itself.
 
 The worker starts with ``model.sequence_model`` pointing at a file (version 1) and answers MovieLens
 events with the network's ``seq`` feature computed for every request; the file is then replaced by
 ``SequenceModel.save`` (a rename, as ``train-sequence --out`` does) with version 2, and the worker must
-serve version 2 within seconds (``/health``) and keep answering every event.
+serve version 2 within seconds (``/health``) and keep answering every event.  With
+``model.sequence_finetune_every_s`` the worker trains the untrained network it starts from on the
+journeys it sees (people walking a cycle of films), serves, writes and checkpoints version 2.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from kafka_helpers import WorkerProcess, produce, run
 from recovery_helpers import answered_event_ids, movielens_slice, publish_catalog, wait_for
 
-from fusionrec.contracts import encode
+from fusionrec.contracts import BehaviorEvent, encode
 from fusionrec.evaluation.sasrec import SASRec, SASRecConfig
 from fusionrec.learner.sequence import SequenceModel
 from stream.topics import ensure_topics
@@ -58,3 +62,45 @@ def test_a_worker_serves_the_sequence_model_and_follows_a_newer_file(bootstrap: 
         assert "serving the sequence model" in worker.log_tail(400)
     finally:
         worker.stop()
+
+
+def cycle_walks(films: list[str], people: int, seed: int = 0) -> list[BehaviorEvent]:
+    """Each person clicks along the cycle of ``films`` from a random one: the next film is always the
+    following one (a pattern an untrained network learns within a few epochs)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(people):
+        start, length = int(rng.integers(len(films))), int(rng.integers(5, 9))
+        out += [BehaviorEvent(f"w{u}-{t}", 1_000.0 + t, "movies", f"walker{u}", films[(start + t) % len(films)], "click") for t in range(length)]
+    return sorted(out, key=lambda e: e.ts)
+
+
+def test_a_worker_fine_tunes_the_served_network_on_the_journeys_it_sees(bootstrap: str, artifacts_dir: Path, tmp_path: Path) -> None:
+    items, _ = movielens_slice(0, extra_items=30)
+    path = tmp_path / "seq.npz"
+    save_model(path, version=1, seed=0)
+    env = {
+        "FUSIONREC_SEQUENCE_MODEL": str(path),
+        "FUSIONREC_SEQUENCE_FINETUNE_EVERY_S": "5",
+        "FUSIONREC_SEQUENCE_FINETUNE_MIN_PEOPLE": "100",
+        "FUSIONREC_SEQUENCE_FINETUNE_EPOCHS": "20",
+        "FUSIONREC_SEQUENCE_FINETUNE_MAX_S": "60",
+    }
+    worker = WorkerProcess(bootstrap, ("movies",), extra_env=env)
+    cfg = worker.config()
+    run(ensure_topics(cfg))
+    publish_catalog(cfg, bootstrap, items)
+    worker.start(artifacts_dir)
+    try:
+        worker.wait_ready(len(items))
+        events = cycle_walks([i.item_id for i in items], 200)
+        run(produce(bootstrap, [(cfg.kafka.events_topic(e.platform), e.user_id.encode(), encode(e)) for e in events]))
+        want = {e.event_id for e in events}
+        assert want <= set(answered_event_ids(cfg, bootstrap, want)), worker.log_tail()
+        wait_for(lambda: worker.health().get("sequence_model_version") == 2, 120, f"the fine-tuned network served\n{worker.log_tail()}")
+        assert "sequence model fine-tuning round" in worker.log_tail(400)
+        assert SequenceModel.load(path).version == 2  # written over the file the other workers follow
+    finally:
+        worker.stop()
+    saved = sorted(Path(worker.env["FUSIONREC_DATA_DIR"]).glob("checkpoints/ckpt-*/model/sequence.npz"))
+    assert saved and SequenceModel.load(saved[-1]).version == 2  # the clean shutdown's checkpoint holds it
