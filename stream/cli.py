@@ -175,8 +175,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "--split, --keep-consumed, --baselines, --sasrec-param, --baseline-param, --no-model, --refit-epochs and "
             "--no-sequence-refresh need --protocol frozen"
         )
-    if args.sequence_param and not args.sequence_model:
-        raise ConfigError("--sequence-param needs --sequence-model")
+    if (args.sequence_param or args.sequence_finetune_every) and not args.sequence_model:
+        raise ConfigError("--sequence-param and --sequence-finetune-every need --sequence-model")
     options = EvalOptions(
         limit_users=args.limit_users,
         restrict_to_target_platform=args.restrict_to_target_platform,
@@ -186,6 +186,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         policy=args.policy,
         sequence_model=args.sequence_model,
         sequence_params=tuple(sasrec_params(args.sequence_param, "--sequence-param").items()),
+        sequence_finetune_every=args.sequence_finetune_every,
     )
     report = evaluate(cfg, args.dataset, options, recommender=build_recommender(cfg))
     print(format_table(report))
@@ -245,6 +246,8 @@ def eval_frozen(cfg: Config, args: argparse.Namespace) -> int:
         overrides["epochs"] = args.sasrec_epochs
     if (args.sequence_param or args.no_sequence_refresh) and not args.sequence_model:
         raise ConfigError("--sequence-param and --no-sequence-refresh need --sequence-model")
+    if args.sequence_finetune_every:
+        raise ConfigError("--sequence-finetune-every is for the streaming protocol (the frozen one learns nothing from the targets)")
     sequence = sasrec_params(args.sequence_param, "--sequence-param")
     options = FrozenOptions(
         split=args.split,
@@ -437,6 +440,11 @@ def parser() -> argparse.ArgumentParser:
         "--no-sequence-refresh", action="store_true",
         help="frozen, with --sequence-model: rank the targets with the network trained on the first 80%% of the history "
         "(default: that network fine-tuned on the whole history, as a deployment's trainer refreshes it)",
+    )
+    ev.add_argument(
+        "--sequence-finetune-every", type=int, default=0, metavar="N",
+        help="streaming, with --sequence-model: once the network is served, fine-tune it every N learned events on the "
+        "journeys of the people seen since, as a worker does (model.sequence_finetune_*; 0: never)",
     )
     ev.add_argument(
         "--refit-epochs", type=int, default=0, metavar="N",

@@ -66,6 +66,9 @@ class EvalOptions:
     sequence_model: bool = False
     sequence_fraction: float = 0.5
     sequence_params: tuple[tuple[str, Any], ...] = ()  # SASRecConfig overrides of ``sequence_config``
+    # once it is served, fine-tune it every this many learned events on the journeys of the people seen
+    # since the last round, as a worker does every ``model.sequence_finetune_every_s`` (0: never)
+    sequence_finetune_every: int = 0
 
 
 @dataclass
@@ -119,12 +122,16 @@ def replay(
     k: int = max(KS),
     on_rank: Callable[[list[tuple[str, BehaviorEvent]]], None] | None = None,
     at: tuple[int, Callable[[], None]] | None = None,
+    rounds: tuple[int, Callable[[list[bytes]], None]] | None = None,
 ) -> ReplayResult:
     """Run the protocol over ``events`` (items already in ``rec``); metrics per slice and method.
 
     ``on_rank`` (for tests) is called with the (person, target event) pairs just before they are ranked.
     ``at = (n, call)``: ``call()`` once everything before event ``n`` is learned, before anything of
     it or after it (the sequence model is trained and installed so, as a deployment gets its first).
+    ``rounds = (n, call)``: once ``at`` was called (or from the start without one), ``call(states)``
+    whenever ``n`` more events were learned, with the packed states of the people they changed (the
+    sequence model's fine-tuning rounds, as a worker runs them in the background).
     """
     result = ReplayResult(dataset="")
     states = DictStates()
@@ -141,6 +148,8 @@ def replay(
     consumed_ids: dict[str, set[str]] = defaultdict(set)  # person -> items interacted with (baselines exclude them)
     n_interactions = 0.0
     catalog = rec.store
+    touched: set[str] = set()  # people whose state changed since the last round
+    learned_since = 0
 
     def link(event: BehaviorEvent) -> None:
         key = (event.platform, event.user_id)
@@ -168,14 +177,17 @@ def replay(
                 continue
             positive = event_weight(e.event_type, e.value, weights) > 0
             person = rec.identity.person_of(e)
+            if rounds is not None:
+                touched.add(person)
             consumed_ids[person].add(e.item_id)
             for b in baselines:
                 b.learn(person, e.item_id, e.ts, positive)
             seen_items.add(e.item_id)
             pools.interacted(e.platform, e.item_id)
             interactions[e.item_id] += 1.0
-        nonlocal n_interactions
+        nonlocal n_interactions, learned_since
         n_interactions += len(batch) - len(bad)
+        learned_since += len(batch) - len(bad)
 
     def list_vectors(ranked: list[str]) -> Any:
         vecs = [catalog.vector(i) for i in ranked]
@@ -242,6 +254,14 @@ def replay(
             pending_history = []
             at[1]()
             at = None
+            touched.clear()
+            learned_since = 0
+        if rounds is not None and at is None and learned_since >= rounds[0]:
+            learn(pending_history)
+            pending_history = []
+            rounds[1]([states[p] for p in touched if p in states])
+            touched.clear()
+            learned_since = 0
         de = events[n]
         if de.role != "target":
             pending_history.append(de.event)
@@ -304,7 +324,12 @@ def evaluate(cfg: Config, dataset: str | Path, options: EvalOptions, *, recommen
     if options.sequence_model:
         cut = int(len(events) * options.sequence_fraction)
         at = (cut, lambda: info.update(sequence_model=_install_sequence_model(rec, events[:cut], options)))
-    result = replay(rec, events, baselines, k=options.k, at=at)
+    rounds = None
+    if options.sequence_model and options.sequence_finetune_every > 0:
+        done: list[dict[str, Any]] = []
+        info["sequence_finetune"] = {"every_events": options.sequence_finetune_every, "rounds": done}
+        rounds = (options.sequence_finetune_every, lambda raws: done.append(_fine_tune_sequence_model(rec, raws, options)))
+    result = replay(rec, events, baselines, k=options.k, at=at, rounds=rounds)
     result.dataset = str(dataset)
     result.seconds = time.perf_counter() - t0
     info.update(result.info)
@@ -349,6 +374,26 @@ def _install_sequence_model(rec: Recommender, past: list[DatasetEvent], options:
     rec.install_sequence_model(net.serving_model())
     log.info("sequence model installed after %d events (%.0f s of training)", len(past), net.train_seconds)
     return {"trained_on_events": len(past), "fraction": options.sequence_fraction, **net.info()}
+
+
+def _fine_tune_sequence_model(rec: Recommender, states: list[bytes], options: EvalOptions) -> dict[str, Any]:
+    """One round of the worker's fine-tuning (``learner.sequence_tuning``) on the journeys of
+    ``states``: the served network trained further, served when it beat itself on their latest items."""
+    from fusionrec.learner.sequence_tuning import fine_tune, journeys
+
+    m = rec.cfg.model
+    served = rec.sequence_model
+    if served is None or len(states) < m.sequence_finetune_min_people:
+        return {"people": len(states), "skipped": True}
+    train = {**dict(options.sequence_params), "epochs": m.sequence_finetune_epochs, "min_train_s": m.sequence_finetune_max_s}
+    with every_core():
+        done = fine_tune(rec.store, served, journeys(states, rec.store), **train)
+    if done.model is not None:
+        rec.install_sequence_model(done.model)
+    curve = done.info.get("valid_curve") or [None]
+    log.info("sequence model fine-tuned on %d people: validation %s -> %s", done.people, curve[0], done.info.get("best_valid_ndcg@10"))
+    return {"people": done.people, "positions": done.positions, "seconds": round(done.seconds, 1), "valid_before": curve[0],
+            "valid_best": done.info.get("best_valid_ndcg@10"), "served": done.improved}  # fmt: skip
 
 
 def _baselines(rec: Recommender, events: list[DatasetEvent], options: EvalOptions, info: dict[str, Any]) -> list[Baseline]:

@@ -232,3 +232,56 @@ def test_the_streaming_sequence_model_is_trained_on_the_past_and_served_from_the
     assert info["trained_on_events"] == cut and info["config"]["item_text"] == "only" and info["config"]["dim"] == 8
     assert queries and not queries[0] and queries[-1]  # ranked without the network before the cut, with it after
     assert rec.sequence_model is not None
+
+
+def test_streaming_fine_tuning_rounds_train_the_served_network_on_the_people_seen_since_the_last_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--sequence-finetune-every N``: after the cut, every N learned events the served network is
+    trained further (from its own weights) on the stored journeys of the people those events changed."""
+    from dataclasses import replace
+
+    import fusionrec.evaluation.sasrec as sasrec
+    from fusionrec.config import Config
+    from fusionrec.fusion import SEQUENCE_LENGTH
+    from fusionrec.state import remember
+
+    folder = write_dataset(tmp_path / "tiny", n_users=24)
+    base = Config(platforms=("arts", "office"))
+    cfg = base.replace(model=replace(base.model, sequence_finetune_min_people=1, sequence_finetune_epochs=1))
+    rec = build_core(("arts", "office"), items=[], dim=DIM, cfg=cfg)
+    learned: list[BehaviorEvent] = []
+    inner_process = rec.process
+
+    def process(events, states, **kw):  # type: ignore[no-untyped-def]
+        learned.extend(events)  # the replay only learns through process (ranking goes through requests_for)
+        return inner_process(events, states, **kw)
+
+    rec.process = process  # type: ignore[method-assign]
+    fits: list[tuple[int, list[list[str]], bool]] = []  # (events learned by then, journeys, fine-tuning)
+    inner_fit = sasrec.SASRecBaseline.fit
+
+    def spy_fit(self: sasrec.SASRecBaseline, sequences: list[list[str]]) -> float:
+        fits.append((len(learned), [list(s) for s in sequences], self.init is not None))
+        return inner_fit(self, sequences)
+
+    monkeypatch.setattr(sasrec.SASRecBaseline, "fit", spy_fit)
+    params = (("epochs", 1), ("threads", 1), ("dim", 8), ("heads", 2))
+    options = EvalOptions(baselines=False, sequence_model=True, sequence_params=params, sequence_finetune_every=20)
+    report = evaluate(cfg, folder, options, recommender=rec)
+    rounds = report["info"]["sequence_finetune"]["rounds"]
+    assert not fits[0][2] and len(fits) - 1 == len(rounds) >= 2 and all(f for _, _, f in fits[1:])
+    previous = fits[0][0]
+    for n, journeys, _ in fits[1:]:
+        assert n - previous >= 20
+        expected = []
+        for user in {e.user_id for e in learned[previous:n]}:
+            seq: list[str] = []
+            for e in learned[:n]:
+                if e.user_id == user:
+                    remember(seq, e.item_id, SEQUENCE_LENGTH)  # type: ignore[arg-type]
+            if len(seq) >= 2:
+                expected.append(seq)
+        assert sorted(journeys) == sorted(expected)
+        previous = n
+    assert all(r["people"] > 0 and "served" in r for r in rounds)
