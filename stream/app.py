@@ -129,19 +129,19 @@ def create_app(cfg: Config, recommender: Recommender | None = None) -> Any:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """Liveness (the process answers), with what it knows."""
-        return web.json(_status(hot, catalog, rec))
+        return web.json(_status(hot, catalog, rec, tuner))
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         """Readiness: catalog loaded, partitions assigned, no state being restored (503 otherwise)."""
-        status = _status(hot, catalog, rec)
+        status = _status(hot, catalog, rec, tuner)
         return web.json(status, status=200 if status["ready"] else 503)
 
     _ = (main, shutdown, metrics_page, health, ready)
     return app
 
 
-def _status(hot: HotPath, catalog: CatalogFollower, rec: Recommender) -> dict[str, Any]:
+def _status(hot: HotPath, catalog: CatalogFollower, rec: Recommender, tuner: SequenceFineTuner) -> dict[str, Any]:
     return {
         "ready": hot.ready,
         "catalog_ready": catalog.ready.is_set(),
@@ -151,4 +151,5 @@ def _status(hot: HotPath, catalog: CatalogFollower, rec: Recommender) -> dict[st
         "people": len(hot.states),
         "model_version": rec.model_version,
         "sequence_model_version": None if rec.sequence_model is None else rec.sequence_model.version,
+        "sequence_finetune_rounds": {"run": tuner.rounds, "served": tuner.served} if tuner.enabled else None,
     }
