@@ -68,6 +68,9 @@ def bench_core(dataset: str, *, device: str = "cpu", quick: bool = False, limit:
         n_rejected += len(rejections)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     timed = len(events) - warm
+    if sequence_model:
+        assert isinstance(sequence, dict)
+        sequence["fine_tuning_round"] = fine_tuning_round(rec, states, events[warm:], device)
     return {
         "events_per_s": timed / seconds,
         "cpu_us_per_event": 1e6 * cpu / max(timed, 1),
@@ -107,6 +110,35 @@ def train_sequence_model(rec: Any, events: list[Any], *, quick: bool) -> dict[st
     rec.install_sequence_model(net.serving_model())
     info = net.info()
     return {k: info[k] for k in ("train_seconds", "epochs", "best_epoch", "best_valid_ndcg@10", "stop", "examples")} | {"blocks": net.cfg.blocks, "max_len": net.cfg.max_len}
+
+
+def fine_tuning_round(rec: Any, states: Any, events: list[Any], device: str) -> dict[str, Any]:
+    """One round of the worker's fine-tuning (``model.sequence_finetune_*``) on the people the timed
+    events changed, the newest ``sequence_finetune_people`` of them, on one thread as the worker runs
+    it: what the event loop pays (the store snapshot) and what the training thread pays."""
+    from fusionrec.learner.sequence_tuning import fine_tune, journeys
+
+    m = rec.cfg.model
+    newest = list(dict.fromkeys(rec.identity.person_of(e) for e in reversed(events)))[: m.sequence_finetune_people]
+    raws = [states[p] for p in newest if p in states]
+    t = time.perf_counter()
+    snapshot = rec.store.snapshot()
+    snapshot_ms = 1e3 * (time.perf_counter() - t)
+    cpu, start = time.process_time(), time.perf_counter()
+    done = fine_tune(snapshot, rec.sequence_model, journeys(raws, snapshot), epochs=m.sequence_finetune_epochs,
+                     min_train_s=m.sequence_finetune_max_s, threads=1, device=device)  # fmt: skip
+    return {
+        "people": len(raws),
+        "journeys": done.people,
+        "positions": done.positions,
+        "epochs": m.sequence_finetune_epochs,
+        "snapshot_ms": round(snapshot_ms, 2),
+        "train_cpu_s": round(time.process_time() - cpu, 2),
+        "train_wall_s": round(time.perf_counter() - start, 2),
+        "valid_ndcg@10": done.info.get("valid_curve"),
+        "served": done.improved,
+        "device": done.info.get("device"),
+    }
 
 
 def candidate_recall(rec: Any, states: Any, events: list[Any], k: int = 10) -> dict[str, float]:
