@@ -18,7 +18,8 @@ import torch
 from kafka_helpers import WorkerProcess, produce, run
 from recovery_helpers import answered_event_ids, movielens_slice, publish_catalog, wait_for
 
-from fusionrec.contracts import BehaviorEvent, encode
+from fusionrec.config import Config
+from fusionrec.contracts import BehaviorEvent, ItemUpsert, encode
 from fusionrec.evaluation.sasrec import SASRec, SASRecConfig
 from fusionrec.learner.sequence import SequenceModel
 from stream.topics import ensure_topics
@@ -36,19 +37,28 @@ def save_model(path: Path, version: int, seed: int) -> None:
     SequenceModel.from_arrays(arrays, ["movies"], heads=2, version=version).save(path)
 
 
-def test_a_worker_serves_the_sequence_model_and_follows_a_newer_file(bootstrap: str, artifacts_dir: Path, tmp_path: Path) -> None:
-    items, events = movielens_slice(400, extra_items=100)
-    path = tmp_path / "seq.npz"
-    save_model(path, version=1, seed=0)
-    worker = WorkerProcess(
-        bootstrap, ("movies",), extra_env={"FUSIONREC_SEQUENCE_MODEL": str(path), "FUSIONREC_SEQUENCE_MODEL_CHECK_S": "0.5"}
-    )
+def started_worker(bootstrap: str, artifacts_dir: Path, items: list[ItemUpsert], env: dict[str, str]) -> tuple[WorkerProcess, Config]:
+    """A worker of the movies platform with ``env``, its topics created and its catalog loaded."""
+    worker = WorkerProcess(bootstrap, ("movies",), extra_env=env)
     cfg = worker.config()
     run(ensure_topics(cfg))
     publish_catalog(cfg, bootstrap, items)
     worker.start(artifacts_dir)
     try:
         worker.wait_ready(len(items))
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, cfg
+
+
+def test_a_worker_serves_the_sequence_model_and_follows_a_newer_file(bootstrap: str, artifacts_dir: Path, tmp_path: Path) -> None:
+    items, events = movielens_slice(400, extra_items=100)
+    path = tmp_path / "seq.npz"
+    save_model(path, version=1, seed=0)
+    env = {"FUSIONREC_SEQUENCE_MODEL": str(path), "FUSIONREC_SEQUENCE_MODEL_CHECK_S": "0.5"}
+    worker, cfg = started_worker(bootstrap, artifacts_dir, items, env)
+    try:
         assert worker.health()["sequence_model_version"] == 1
         first, second = events[: len(events) // 2], events[len(events) // 2 :]
         send = lambda batch: run(produce(bootstrap, [(cfg.kafka.events_topic(e.platform), e.user_id.encode(), encode(e)) for e in batch]))  # noqa: E731
@@ -86,13 +96,8 @@ def test_a_worker_fine_tunes_the_served_network_on_the_journeys_it_sees(bootstra
         "FUSIONREC_SEQUENCE_FINETUNE_EPOCHS": "20",
         "FUSIONREC_SEQUENCE_FINETUNE_MAX_S": "60",
     }
-    worker = WorkerProcess(bootstrap, ("movies",), extra_env=env)
-    cfg = worker.config()
-    run(ensure_topics(cfg))
-    publish_catalog(cfg, bootstrap, items)
-    worker.start(artifacts_dir)
+    worker, cfg = started_worker(bootstrap, artifacts_dir, items, env)
     try:
-        worker.wait_ready(len(items))
         events = cycle_walks([i.item_id for i in items], 200)
         run(produce(bootstrap, [(cfg.kafka.events_topic(e.platform), e.user_id.encode(), encode(e)) for e in events]))
         want = {e.event_id for e in events}
