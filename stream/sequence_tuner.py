@@ -88,8 +88,9 @@ class SequenceFineTuner:
         done = await loop.run_in_executor(self._thread, self._train, store, served, states)
         self.rounds += 1
         self.last = done
-        now = self.rec.sequence_model
-        if done.model is not None and (now is None or now.version < done.model.version):
+        now = self.rec.sequence_model  # a newer file the follower installed meanwhile wins
+        serve = done.model is not None and (now is None or now.version < done.model.version)
+        if serve and done.model is not None:
             self.rec.install_sequence_model(done.model)
             self.served += 1
             await self._publish(done.model)
@@ -97,7 +98,7 @@ class SequenceFineTuner:
         log.info(
             "sequence model fine-tuning round %d: %d people, %d positions, %.1f s on %s; validation ndcg@10 %s -> %s (%s)",
             self.rounds, done.people, done.positions, done.seconds, done.info.get("device"), curve[0],
-            done.info.get("best_valid_ndcg@10"), "served" if done.model is not None else "the served model stays",
+            done.info.get("best_valid_ndcg@10"), "served" if serve else "the served model stays",
         )
         return done
 
