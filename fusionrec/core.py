@@ -190,13 +190,14 @@ class Recommender:
         self.write_checkpoint(directory, self.checkpoint_state())
 
     def load_checkpoint(self, directory: str) -> None:
-        """The learned parameters; and the sequence network the checkpoint holds, where it is newer
-        than the one served (a file a trainer wrote since the checkpoint stays served)."""
+        """The learned parameters (the sequence network a checkpoint holds: :meth:`checkpointed_sequence_model`)."""
         persistence.load_state_dict(self.learner, *persistence.read(directory))
+
+    @staticmethod
+    def checkpointed_sequence_model(directory: str) -> SequenceModel | None:
+        """The sequence network served when the checkpoint was taken; None when none was."""
         path = Path(directory) / SEQUENCE_FILE
-        if path.exists():
-            saved, served = SequenceModel.load(path), self.sequence_model
-            self.install_sequence_model(saved if served is None or saved.version > served.version else served)
+        return SequenceModel.load(path) if path.exists() else None
 
     def install_sequence_model(self, model: SequenceModel | None) -> None:
         """Serve the learned sequence model's feature (``seq``) from the next batch on; ``None`` removes

@@ -66,10 +66,28 @@ class WorkerCheckpointer:
         if ckpt is None:
             return None
         self.rec.load_checkpoint(str(ckpt.path / "model"))
+        self._restore_sequence_model(ckpt)
         self.offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in ckpt.offsets.items()}
         self.restored = self.last_checkpoint = ckpt
         log.info("restored checkpoint %s (model %s)", ckpt.path.name, ckpt.model_version)
         return ckpt
+
+    def _restore_sequence_model(self, ckpt: Checkpoint) -> None:
+        """Serve the checkpoint's sequence network (what this worker had fine-tuned) unless
+        ``model.sequence_model`` was written after the checkpoint: a file published since wins."""
+        saved = self.rec.checkpointed_sequence_model(str(ckpt.path / "model"))
+        if saved is None:
+            return
+        path = Path(self.cfg.model.sequence_model).expanduser() if self.cfg.model.sequence_model else None
+        try:
+            published_after = path is not None and path.stat().st_mtime > ckpt.created_at
+        except OSError:
+            published_after = False
+        if published_after:
+            log.info("checkpoint %s: the sequence model file is newer than its network; serving the file", ckpt.path.name)
+            return
+        self.rec.install_sequence_model(saved)
+        log.info("checkpoint %s: serving its sequence network (version %s)", ckpt.path.name, saved.version)
 
     def start_write(self) -> asyncio.Task[Checkpoint]:
         """Copy now, write in a thread; returns the task (the next ``due`` waits for it)."""

@@ -7,11 +7,12 @@ events with the network's ``seq`` feature computed for every request; the file i
 serve version 2 within seconds (``/health``) and keep answering every event.  With
 ``model.sequence_finetune_every_s`` the worker trains the untrained network it starts from on the
 journeys it sees (people walking a cycle of films), serves, writes and checkpoints version 2, and
-serves it again after a restart although the file was put back to version 1.
+serves it again after a restart although the file holds version 1 (older than the checkpoint).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,10 +112,12 @@ def test_a_worker_fine_tunes_the_served_network_on_the_journeys_it_sees(bootstra
         worker.stop()
     saved = sorted(Path(worker.env["FUSIONREC_DATA_DIR"]).glob("checkpoints/ckpt-*/model/sequence.npz"))
     assert saved and SequenceModel.load(saved[-1]).version == 2  # the clean shutdown's checkpoint holds it
-    save_model(path, version=1, seed=0)  # an older network put back in the file
+    saved_at = saved[-1].stat().st_mtime
+    save_model(path, version=1, seed=0)  # the file as it was deployed, before the checkpoint
+    os.utime(path, (saved_at - 60, saved_at - 60))
     worker.start(artifacts_dir)  # the same worker again: its data dir, its group
     try:
         worker.wait_ready(len(items))
-        assert worker.health()["sequence_model_version"] == 2, worker.log_tail()  # the checkpoint's, the newer one
+        assert worker.health()["sequence_model_version"] == 2, worker.log_tail()  # the checkpoint's network
     finally:
         worker.stop()

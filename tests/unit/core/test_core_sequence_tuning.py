@@ -76,21 +76,13 @@ def test_a_round_trains_on_the_gpu_and_serves_numpy_weights() -> None:
     assert isinstance(done.model.adaptor_w, np.ndarray) and done.model.id_emb is not None
 
 
-def test_the_checkpoint_holds_the_served_network_and_a_newer_served_one_stays(tmp_path: Path) -> None:
+def test_the_checkpoint_holds_the_served_network(tmp_path: Path) -> None:
     rec = build_core(PLATFORMS, dim=DIM)
     rec.install_sequence_model(random_sequence_model(version=4, seed=1))
     rec.save_checkpoint(str(tmp_path / "a"))
-    assert (tmp_path / "a" / SEQUENCE_FILE).exists()
-    fresh = build_core(PLATFORMS, dim=DIM)
-    fresh.load_checkpoint(str(tmp_path / "a"))
-    assert fresh.sequence_model is not None and fresh.sequence_model.version == 4
-    np.testing.assert_array_equal(fresh.sequence_model.adaptor_w, random_sequence_model(version=4, seed=1).adaptor_w)
-    newer = build_core(PLATFORMS, dim=DIM)
-    newer.install_sequence_model(random_sequence_model(version=5, seed=2))  # a trainer wrote it since
-    newer.load_checkpoint(str(tmp_path / "a"))
-    assert newer.sequence_model is not None and newer.sequence_model.version == 5
+    saved = rec.checkpointed_sequence_model(str(tmp_path / "a"))
+    assert saved is not None and saved.version == 4
+    np.testing.assert_array_equal(saved.adaptor_w, random_sequence_model(version=4, seed=1).adaptor_w)
     bare = build_core(PLATFORMS, dim=DIM)
-    bare.save_checkpoint(str(tmp_path / "b"))  # nothing served: no file, and loading it serves nothing
-    assert not (tmp_path / "b" / SEQUENCE_FILE).exists()
-    bare.load_checkpoint(str(tmp_path / "b"))
-    assert bare.sequence_model is None
+    bare.save_checkpoint(str(tmp_path / "b"))  # nothing served: nothing held
+    assert not (tmp_path / "b" / SEQUENCE_FILE).exists() and bare.checkpointed_sequence_model(str(tmp_path / "b")) is None
