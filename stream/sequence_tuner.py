@@ -88,8 +88,8 @@ class SequenceFineTuner:
         done = await loop.run_in_executor(self._thread, self._train, store, served, states)
         self.rounds += 1
         self.last = done
-        now = self.rec.sequence_model  # a newer file the follower installed meanwhile wins
-        serve = done.model is not None and (now is None or now.version < done.model.version)
+        # a file the follower installed meanwhile wins, whatever its version (one trained from scratch is 0)
+        serve = done.model is not None and self.rec.sequence_model is served
         if serve and done.model is not None:
             self.rec.install_sequence_model(done.model)
             self.served += 1

@@ -64,7 +64,7 @@ def test_fine_tuning_needs_a_network_to_start_from_and_is_off_by_default(tmp_pat
         validate(cfg.replace(model=replace(cfg.model, sequence_finetune_epochs=0)))
 
 
-def test_a_newer_network_served_while_the_round_trained_stays(tmp_path: Path) -> None:
+def test_a_network_the_follower_served_while_the_round_trained_stays(tmp_path: Path) -> None:
     path = tmp_path / "seq.npz"
     random_sequence_model(version=3).save(path)
     tuner, _, rec = tuner_of(path, sequence_finetune_epochs=15, sequence_finetune_min_people=100)
@@ -72,12 +72,12 @@ def test_a_newer_network_served_while_the_round_trained_stays(tmp_path: Path) ->
 
     def train_while_a_trainer_publishes(*args: object) -> object:
         done = inner(*args)  # type: ignore[arg-type]
-        rec.install_sequence_model(random_sequence_model(version=9, seed=5))  # the follower, meanwhile
+        rec.install_sequence_model(random_sequence_model(version=0, seed=5))  # the follower, meanwhile: one trained from scratch
         return done
 
     tuner._train = train_while_a_trainer_publishes  # type: ignore[assignment,method-assign]
     tuner.saw(dict(cycle_walks(rec, 300)))
     done = asyncio.run(tuner.round())
     assert done is not None and done.improved and done.model is not None and done.model.version == 4
-    assert rec.sequence_model is not None and rec.sequence_model.version == 9 and tuner.served == 0
+    assert rec.sequence_model is not None and rec.sequence_model.version == 0 and tuner.served == 0
     assert SequenceModel.load(path).version == 3  # nothing written
