@@ -7,9 +7,10 @@ the people seen since the last one (at most ``model.sequence_finetune_people``, 
 thread, at a lower CPU priority, on ``model.device`` (the GPU when there is one;
 ``fusionrec.learner.sequence_tuning``).  The event loop only copies the item store
 (:meth:`~fusionrec.items.ItemStore.snapshot`) and, when the round beat the served weights on those
-people's latest items, installs the new network between two batches.  It then writes it over
-``model.sequence_model`` (a rename: the other workers following that file serve it too, and the next
-round here starts from it), and the worker's next checkpoint holds it.
+people's latest items and the network it started from is still the served one (a file another worker
+or a trainer published meanwhile wins), installs the new network between two batches.  It then writes
+it over ``model.sequence_model`` (a rename: the other workers following that file serve it too, and
+the next round here starts from it), and the worker's next checkpoint holds it.
 
 On a host without a GPU the training takes CPU time from the hot path (one thread, niced); the default
 is off, and a trainer next to the workers (``fusionrec train-sequence --init F --out F``) is the
