@@ -126,13 +126,14 @@ def cmd_train_sequence(args: argparse.Namespace) -> int:
     from fusionrec.dataset import dataset_platforms, read_events, read_items
     from fusionrec.evaluation.protocol.frozen import ENCODE_CHUNK
     from fusionrec.evaluation.protocol.replay import every_core, positive_journeys
-    from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config
+    from fusionrec.evaluation.sasrec import SASRecBaseline, sequence_config, training_device
     from fusionrec.learner.sequence import SequenceModel
     from stream.compose import build_recommender
 
     base = load_config(args.config)
     cfg = base.replace(platforms=tuple(dataset_platforms(args.dataset)), model=replace(base.model, sequence_model=""))
     net_cfg = sequence_config(**sasrec_params(args.sequence_param, "--sequence-param"))
+    training_device(net_cfg.device)  # a device that is not there: said before the catalog is encoded
     rec = build_recommender(cfg)
     items = list(read_items(args.dataset))
     with every_core():

@@ -535,3 +535,16 @@ def test_restricted_to_the_target_platform_the_network_learns_each_platforms_jou
     weights = Config().model.event_weights
     assert ["a", "b", "x", "e"] in positive_journeys(events, weights) and ["x"] not in positive_journeys(events, weights)
     assert ["x"] in positive_journeys(events, weights, per_platform=True) and ["a", "b", "e"] in positive_journeys(events, weights, per_platform=True)
+
+
+def test_train_sequence_says_a_missing_gpu_before_it_encodes_the_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    folder = write(tmp_path / "d", HAND)
+    built: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("stream.compose.build_recommender", lambda cfg, **kw: built.append(cfg))
+    assert main(["train-sequence", "--dataset", str(folder), "--out", str(tmp_path / "s.npz"), "--sequence-param", "device=cuda"]) != 0
+    assert "torch sees no GPU" in capsys.readouterr().err and not built and not (tmp_path / "s.npz").exists()
