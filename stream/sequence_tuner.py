@@ -31,7 +31,7 @@ from fusionrec.config import Config
 from fusionrec.core import Recommender
 from fusionrec.items import ItemStore
 from fusionrec.learner.sequence import SequenceModel
-from fusionrec.learner.sequence_tuning import TuningRound, fine_tune, journeys
+from fusionrec.learner.sequence_tuning import TuningRound, fine_tune, journeys, round_settings
 from stream.sequence_follower import SequenceModelFollower
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class SequenceFineTuner:
         self.path = Path(m.sequence_model).expanduser() if m.sequence_model else None
         self.cap = m.sequence_finetune_people
         self.min_people = m.sequence_finetune_min_people
-        self.train = {"epochs": m.sequence_finetune_epochs, "min_train_s": m.sequence_finetune_max_s, "threads": 1, "device": m.device}
+        self.train = {**round_settings(m), "threads": 1}
         self.recent: dict[str, bytes] = {}  # person -> packed state, since the last round
         self.rounds = 0
         self.served = 0  # rounds whose network is served

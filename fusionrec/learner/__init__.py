@@ -137,11 +137,8 @@ class OnlineLearner:
         table = None if self.sequence is None else self.sequence.id_table(platform)
         if table is None or not any(ex.seq_hidden is not None for ex in group):
             return None, None
-        hidden = np.zeros((len(group), table.shape[1]), np.float32)
-        for m, ex in enumerate(group):
-            if ex.seq_hidden is not None:
-                hidden[m] = ex.seq_hidden
-        return table, hidden
+        none = np.zeros(table.shape[1], np.float32)
+        return table, np.stack([none if ex.seq_hidden is None else ex.seq_hidden for ex in group])
 
     # ---------------------------------------------------------------------------- publishing
 

@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fusionrec.config import ModelConfig
 from fusionrec.items import ItemStore
 from fusionrec.learner.sequence import SequenceModel
 from fusionrec.state import unpack
 
-__all__ = ["TuningRound", "journeys", "fine_tune"]
+__all__ = ["TuningRound", "journeys", "fine_tune", "round_settings"]
 
 
 @dataclass
@@ -38,6 +39,12 @@ class TuningRound:
     @property
     def improved(self) -> bool:
         return self.model is not None
+
+
+def round_settings(model: ModelConfig) -> dict[str, Any]:
+    """How a round trains, from ``model.sequence_finetune_*`` (the worker's, the evaluator's and the
+    benchmark's rounds alike): its epochs, its time cap and its device."""
+    return {"epochs": model.sequence_finetune_epochs, "min_train_s": model.sequence_finetune_max_s, "device": model.device}
 
 
 def journeys(states: Iterable[bytes], store: ItemStore) -> list[list[str]]:

@@ -324,8 +324,8 @@ def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestB
     """``(B, n)``: the learned score of every item of the platform for every request, by the same
     published model; what the candidate stage approximates (measurement and tests only: its cost grows
     with the catalog).  Dead rows score -inf; consumed items are not masked.  ``seq_ids``: the served
-    network's ID table of the platform, when its ID embeddings score (the candidate stage adds that part
-    to its candidates only, :func:`add_seq_id_scores`)."""
+    network's ID table of the platform, when its ID embeddings score (:func:`_id_part`, as
+    :func:`find_candidates` adds it)."""
     n = items.n
     q_text = model.text_query(reqs.fused, reqs.own, reqs.last, reqs.seq_query)
     scores = q_text @ items.vectors[:n].T
@@ -340,7 +340,6 @@ def exhaustive_scores(model: PlatformModel, items: PlatformItems, reqs: RequestB
         extra = (model.new_query(reqs.fused, reqs.last) @ items.vectors[:n].T) + np.float32(w[NEW])
         scores += np.where(new[None, :], extra, 0.0).astype(np.float32)
     if seq_ids is not None and reqs.seq_hidden is not None and w[SEQ]:
-        known = min(len(seq_ids), n)
-        scores[:, :known] += np.float32(w[SEQ]) * (reqs.seq_hidden @ seq_ids[:known].T)
+        scores += _id_part(model, reqs, seq_ids, n)
     scores[:, ~items.alive[:n]] = -np.inf
     return scores

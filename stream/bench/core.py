@@ -116,7 +116,7 @@ def fine_tuning_round(rec: Any, states: Any, events: list[Any], device: str) -> 
     """One round of the worker's fine-tuning (``model.sequence_finetune_*``) on the people the timed
     events changed, the newest ``sequence_finetune_people`` of them, on one thread as the worker runs
     it: what the event loop pays (the store snapshot) and what the training thread pays."""
-    from fusionrec.learner.sequence_tuning import fine_tune, journeys
+    from fusionrec.learner.sequence_tuning import fine_tune, journeys, round_settings
 
     m = rec.cfg.model
     newest = list(dict.fromkeys(rec.identity.person_of(e) for e in reversed(events)))[: m.sequence_finetune_people]
@@ -125,8 +125,7 @@ def fine_tuning_round(rec: Any, states: Any, events: list[Any], device: str) -> 
     snapshot = rec.store.snapshot()
     snapshot_ms = 1e3 * (time.perf_counter() - t)
     cpu, start = time.process_time(), time.perf_counter()
-    done = fine_tune(snapshot, rec.sequence_model, journeys(raws, snapshot), epochs=m.sequence_finetune_epochs,
-                     min_train_s=m.sequence_finetune_max_s, threads=1, device=device)  # fmt: skip
+    done = fine_tune(snapshot, rec.sequence_model, journeys(raws, snapshot), **{**round_settings(m), "threads": 1, "device": device})
     return {
         "people": len(raws),
         "journeys": done.people,
@@ -161,7 +160,8 @@ def candidate_recall(rec: Any, states: Any, events: list[Any], k: int = 10) -> d
                 continue
             group = reqs.take(idx)
             items = rec.store.platforms[platform]
-            scores = exhaustive_scores(rec.learner.model.platforms[platform], items, group)
+            seq_ids = None if rec.sequence_model is None else rec.sequence_model.id_table(platform)  # as the core ranks
+            scores = exhaustive_scores(rec.learner.model.platforms[platform], items, group, seq_ids)
             cands = Candidates(np.broadcast_to(np.arange(items.n), scores.shape).copy(), scores, np.zeros(scores.shape, bool))
             mask_consumed(cands, group.consumed)
             top = np.argsort(-cands.scores, axis=1, kind="stable")[:, :k]

@@ -379,13 +379,13 @@ def _install_sequence_model(rec: Recommender, past: list[DatasetEvent], options:
 def _fine_tune_sequence_model(rec: Recommender, states: list[bytes], options: EvalOptions) -> dict[str, Any]:
     """One round of the worker's fine-tuning (``learner.sequence_tuning``) on the journeys of
     ``states``: the served network trained further, served when it beat itself on their latest items."""
-    from fusionrec.learner.sequence_tuning import fine_tune, journeys
+    from fusionrec.learner.sequence_tuning import fine_tune, journeys, round_settings
 
     m = rec.cfg.model
     served = rec.sequence_model
     if served is None or len(states) < m.sequence_finetune_min_people:
         return {"people": len(states), "skipped": True}
-    train = {**dict(options.sequence_params), "epochs": m.sequence_finetune_epochs, "min_train_s": m.sequence_finetune_max_s}
+    train = {**dict(options.sequence_params), **round_settings(m)}
     with every_core():
         done = fine_tune(rec.store, served, journeys(states, rec.store), **train)
     if done.model is not None:

@@ -187,6 +187,10 @@ def test_the_core_adds_the_id_part_to_its_candidates_and_to_its_training_feature
     with_ids = features_at(*args, seq=q, seq_ids=ids["shop"], seq_hidden=reqs.seq_hidden)
     expected = ids["shop"][[star, 0, star]] @ reqs.seq_hidden[0]
     np.testing.assert_allclose(with_ids[0, :, SEQ] - without[0, :, SEQ], expected, rtol=1e-5, atol=1e-4)
+    from fusionrec.pipeline.candidates import exhaustive_scores
+
+    again = rec.requests_for(states, ["P"], ["shop"], [T0 + 99])  # the measurement reference scores as the core ranks
+    assert int(np.argmax(exhaustive_scores(platform_model, items, again, ids["shop"]))) == star
 
 
 # --- served by the core ------------------------------------------------------------------------------
