@@ -30,7 +30,7 @@ from fusionrec.contracts import (
     identity_key_parts,
     item_key_id,
 )
-from fusionrec.core import Identity, Recommender, plan_item_changes
+from fusionrec.core import Recommender, plan_item_changes
 from fusionrec.errors import ValidationError
 from stream.kafka_settings import client_kwargs
 
